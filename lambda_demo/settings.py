@@ -1,0 +1,189 @@
+"""Every address, topic, bucket, credential and path the tutorial uses, in one place.
+
+Values come from environment variables prefixed ``LAMBDA_DEMO_`` (for example
+``LAMBDA_DEMO_PROFILE=docker``) and from an optional, git-ignored ``.env`` file in the
+working directory. Three profiles share the same code and differ only in addresses:
+
+* ``embedded`` (default): the local stack started by ``lambda-demo stack up``. Its ports and
+  generated credentials are recorded in ``$LAMBDA_DEMO_HOME/stack/state.json`` at first start,
+  so the CLI, notebooks and tests all find the same running services.
+* ``docker``: the service names of ``docker/compose.yml`` (``kafka:9092``, ``minio:9000``,
+  ``postgres:5432``); credentials come from the Compose env file.
+* ``aws``: a real Kafka cluster, AWS S3 and Redshift, and a Spark master URL, each set
+  explicitly through the environment.
+
+Secrets are ``SecretStr`` so they never show up in a repr, a log line or a notebook output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lambda_demo.errors import SettingsError
+
+Profile = Literal["embedded", "docker", "aws"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+# Compose service addresses, shared by the docker profile and docker/compose.yml's tests.
+DOCKER_ADDRESSES = {
+    "kafka_bootstrap": "kafka:9092",
+    "s3_endpoint": "http://minio:9000",
+    "warehouse_host": "postgres",
+    "warehouse_port": 5432,
+}
+
+
+def _default_home() -> Path:
+    """``.lambda-demo/`` in the repository when running from a checkout, else in the cwd."""
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / ".lambda-demo"
+    return Path.cwd() / ".lambda-demo"
+
+
+class Settings(BaseSettings):
+    """The tutorial's configuration. Each field's variable is ``LAMBDA_DEMO_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAMBDA_DEMO_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    profile: Profile = "embedded"
+    """``LAMBDA_DEMO_PROFILE``: embedded, docker or aws."""
+    home: Path = _default_home()
+    """``LAMBDA_DEMO_HOME``: data directory (Kafka logs, S3 objects, warehouse, checkpoints)."""
+
+    # Kafka
+    kafka_bootstrap: str | None = None
+    """``LAMBDA_DEMO_KAFKA_BOOTSTRAP``: host:port list; embedded reads it from the stack state."""
+    topic: str = "tweets"
+    dlq_topic: str = "tweets.dlq"
+    partitions: int = 3
+
+    # Object storage (the master dataset)
+    s3_endpoint: str | None = None
+    """``LAMBDA_DEMO_S3_ENDPOINT``: S3 API URL; leave unset on AWS to use the real service."""
+    s3_bucket: str = "lambda-demo"
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+
+    # Warehouse (PostgreSQL standing in for Redshift)
+    warehouse_dialect: Literal["postgres", "redshift"] = "postgres"
+    warehouse_host: str | None = None
+    warehouse_port: int | None = None
+    warehouse_db: str = "warehouse"
+    warehouse_user: str = "lambda"
+    warehouse_password: SecretStr | None = None
+    redshift_iam_role: str | None = None
+    """``LAMBDA_DEMO_REDSHIFT_IAM_ROLE``: the role Redshift's COPY assumes to read the bucket."""
+
+    # Spark
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "1g"
+    trigger_seconds: float = 2.0
+    """``LAMBDA_DEMO_TRIGGER_SECONDS``: the speed layer's processing-time trigger."""
+    checkpoint_location: str | None = None
+    """``LAMBDA_DEMO_CHECKPOINT_LOCATION``: defaults to ``$LAMBDA_DEMO_HOME/checkpoints``."""
+
+    # Live source
+    x_bearer_token: SecretStr | None = None
+    """``LAMBDA_DEMO_X_BEARER_TOKEN``: X API v2 bearer token for ``lambda-demo live``."""
+    filter_rules: list[str] = ["apple OR iphone OR ipad lang:en"]
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack" / "state.json"
+
+    def endpoints(self) -> Endpoints:
+        """Resolve every address and credential for the active profile."""
+        base: dict = {}
+        if self.profile == "embedded":
+            base = _embedded_endpoints(self.state_file)
+        elif self.profile == "docker":
+            base = dict(DOCKER_ADDRESSES)
+        explicit = {
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "s3_endpoint": self.s3_endpoint,
+            "s3_access_key": _reveal(self.s3_access_key),
+            "s3_secret_key": _reveal(self.s3_secret_key),
+            "warehouse_host": self.warehouse_host,
+            "warehouse_port": self.warehouse_port,
+            "warehouse_password": _reveal(self.warehouse_password),
+        }
+        base.update({key: value for key, value in explicit.items() if value is not None})
+        missing = [
+            key
+            for key in ("kafka_bootstrap", "warehouse_host", "warehouse_port")
+            if base.get(key) is None
+        ]
+        if missing:
+            names = ", ".join(f"LAMBDA_DEMO_{key.upper()}" for key in missing)
+            raise SettingsError(f"Profile {self.profile!r} needs {names}: set them in the env.")
+        return Endpoints(
+            kafka_bootstrap=base["kafka_bootstrap"],
+            s3_endpoint=base.get("s3_endpoint"),
+            s3_access_key=base.get("s3_access_key"),
+            s3_secret_key=base.get("s3_secret_key"),
+            warehouse_host=base["warehouse_host"],
+            warehouse_port=int(base["warehouse_port"]),
+            warehouse_password=base.get("warehouse_password"),
+        )
+
+    @property
+    def checkpoints(self) -> str:
+        return self.checkpoint_location or str(self.home / "checkpoints")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Resolved addresses for one profile. ``repr`` hides the secrets."""
+
+    kafka_bootstrap: str
+    s3_endpoint: str | None
+    s3_access_key: str | None
+    s3_secret_key: str | None
+    warehouse_host: str
+    warehouse_port: int
+    warehouse_password: str | None
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoints(kafka={self.kafka_bootstrap}, s3={self.s3_endpoint}, "
+            f"warehouse={self.warehouse_host}:{self.warehouse_port})"
+        )
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _embedded_endpoints(state_file: Path) -> dict:
+    if not state_file.exists():
+        raise SettingsError(
+            f"No embedded stack recorded in {state_file.parent}: run `lambda-demo stack up`."
+        )
+    state = json.loads(state_file.read_text())
+    return {
+        "kafka_bootstrap": f"127.0.0.1:{state['kafka']['port']}",
+        "s3_endpoint": f"http://127.0.0.1:{state['s3']['port']}",
+        "s3_access_key": state["s3"]["access_key"],
+        "s3_secret_key": state["s3"]["secret_key"],
+        "warehouse_host": "127.0.0.1",
+        "warehouse_port": state["postgres"]["port"],
+        "warehouse_password": state["postgres"]["password"],
+    }
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests build their own ``Settings``)."""
+    return Settings()

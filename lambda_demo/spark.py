@@ -1,0 +1,55 @@
+"""One function that returns a local SparkSession wired to Kafka.
+
+The Kafka source is not part of pyspark: it is the ``spark-sql-kafka-0-10`` connector on
+Maven Central, fetched by Spark's own Ivy resolver (``spark.jars.packages``) into a cache,
+at exactly the version of the installed pyspark. A mismatched connector is the most common
+"ClassNotFoundException" in Spark + Kafka tutorials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from lambda_demo.settings import Settings, get_settings
+from lambda_demo.stack.jvm import CACHE_DIR, java_version
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+def kafka_connector() -> str:
+    import pyspark
+
+    return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+
+
+def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo") -> SparkSession:
+    """A SparkSession for 2 cores with the Kafka connector (reused if one is running)."""
+    from pyspark.sql import SparkSession
+
+    settings = settings or get_settings()
+    java_version()
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars.packages", kafka_connector())
+        .config("spark.jars.ivy", str(CACHE_DIR / "ivy"))
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        # Few cores, small data: 200 shuffle partitions would be 200 tiny tasks per batch.
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.ui.enabled", "false" if os.environ.get("CI") else "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,105 @@
+"""Java checks and JVM artifacts resolved from Maven Central with Maven itself.
+
+The Kafka broker and S3Proxy are ordinary Maven artifacts. Rather than downloading release
+tarballs, we let Maven resolve each one with its dependencies into the local repository
+(``~/.m2``) and build a classpath file, cached under ``~/.cache/lambda-demo/jvm``. The second
+start needs no network at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from lambda_demo.errors import JavaMissingError, StackError
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+S3PROXY_VERSION = "2.6.0"
+
+ARTIFACTS: dict[str, list[str]] = {
+    # kafka-tools carries ProducerPerformance, used by the benchmarks as the broker's own baseline.
+    "kafka": [
+        f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
+        f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}",
+        # Kafka logs through SLF4J 2; pin the API so Maven does not pick a 1.7 jar from a
+        # transitive dependency, and bind it to Log4j 2 (configured by stack/log4j2.properties).
+        "org.slf4j:slf4j-api:2.0.17",
+        "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3",
+        "org.apache.logging.log4j:log4j-core:2.24.3",
+    ],
+    "s3proxy": [f"org.gaul:s3proxy:{S3PROXY_VERSION}"],
+}
+
+CACHE_DIR = Path(os.environ.get("LAMBDA_DEMO_CACHE", Path.home() / ".cache" / "lambda-demo"))
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>lambda-demo</groupId><artifactId>{name}-runtime</artifactId><version>1</version>
+  <dependencies>
+{deps}
+  </dependencies>
+</project>
+"""
+
+
+def java_version() -> int:
+    """The major version of ``java`` on the PATH; raises with an install hint if absent."""
+    java = shutil.which("java")
+    if java is None:
+        raise JavaMissingError(
+            "Java 17+ is needed for Kafka, S3Proxy and Spark: install OpenJDK 17 "
+            "(conda: `conda env create -f environment.yml`; Debian: `apt install openjdk-17-jre`)."
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    major = int(match.group(1)) if match else 0
+    if major < 17:
+        raise JavaMissingError(f"Java {major} found, but 17+ is needed: install OpenJDK 17.")
+    return major
+
+
+def classpath(name: str) -> str:
+    """The classpath for one runtime (``kafka`` or ``s3proxy``), resolved once and cached."""
+    coordinates = ARTIFACTS[name]
+    key = hashlib.sha256("\n".join(coordinates).encode()).hexdigest()[:12]
+    workdir = CACHE_DIR / "jvm" / f"{name}-{key}"
+    cp_file = workdir / "classpath.txt"
+    if cp_file.exists():
+        cp = cp_file.read_text().strip()
+        if all(Path(jar).exists() for jar in cp.split(os.pathsep)):
+            return cp
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            f"Maven is needed once to fetch the {name} jars: install it "
+            "(conda: included in environment.yml; Debian: `apt install maven`)."
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    deps = "\n".join(_dependency_xml(c) for c in coordinates)
+    (workdir / "pom.xml").write_text(_POM.format(name=name, deps=deps))
+    logger.info("resolving %s jars with Maven (first run only)", name)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "dependency:build-classpath", f"-Dmdep.outputFile={cp_file}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 or not cp_file.exists():
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise StackError(f"Maven could not resolve the {name} jars:\n{tail}")
+    return cp_file.read_text().strip()
+
+
+def _dependency_xml(coordinate: str) -> str:
+    group, artifact, version = coordinate.split(":")
+    return (
+        f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>{version}</version></dependency>"
+    )

@@ -1,0 +1,182 @@
+"""``lambda-demo stack up | down | status | reset``: the embedded stack's life cycle.
+
+State lives under ``$LAMBDA_DEMO_HOME``: each service's data directory, its log, and
+``stack/state.json`` with the ports chosen at first start, generated credentials and pids.
+``up`` is idempotent: a service that answers is left alone, a dead one is restarted on its
+recorded ports (and reported), and a port taken by a stranger is an error, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lambda_demo.errors import StackError
+from lambda_demo.settings import Settings, get_settings
+from lambda_demo.stack import jvm
+from lambda_demo.stack.process import (
+    free_port,
+    log_tail,
+    pid_alive,
+    port_open,
+    start_detached,
+    stop_pid,
+)
+from lambda_demo.stack.services import SERVICES, Service
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 90.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    title: str
+    address: str
+    version: str
+    up: bool
+    problem: str | None = None
+
+
+def _load(settings: Settings) -> dict:
+    if settings.state_file.exists():
+        return json.loads(settings.state_file.read_text())
+    return {}
+
+
+def _save(settings: Settings, state: dict) -> None:
+    settings.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = settings.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(settings.state_file)
+
+
+def _log_file(settings: Settings, service: Service) -> Path:
+    return settings.home / "logs" / f"{service.name}.log"
+
+
+def up(settings: Settings | None = None) -> list[ServiceStatus]:
+    """Start every service that is not already answering, then create topics and bucket."""
+    settings = settings or get_settings()
+    jvm.java_version()
+    state = _load(settings)
+    home = settings.home.resolve()
+    for service in SERVICES:
+        entry = state.setdefault(service.name, {})
+        for port_key in service.ports:
+            entry.setdefault(port_key, free_port())
+        if pid_alive(entry.get("pid")) and service.ready(entry):
+            continue
+        if pid_alive(entry.get("pid")):
+            stop_pid(entry["pid"])  # alive but not answering: a stuck process
+        elif entry.get("pid"):
+            logger.warning("%s (pid %s) had died; restarting it", service.name, entry["pid"])
+        taken = [entry[key] for key in service.ports if port_open(entry[key])]
+        if taken:
+            raise StackError(
+                f"Port {taken[0]} recorded for {service.name} is taken by another program. "
+                f"Stop that program, or run `lambda-demo stack reset` to pick new ports."
+            )
+        service.prepare(home, entry)
+        _save(settings, state)
+        entry["pid"] = start_detached(
+            service.command(home, entry),
+            log_file=_log_file(settings, service),
+            cwd=home,
+            preexec_fn=service.run_as(home),
+        )
+        _save(settings, state)
+        _wait_ready(settings, service, entry)
+    _save(settings, state)
+    _create_resources(settings)
+    return status(settings)
+
+
+def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not pid_alive(entry["pid"]):
+            raise StackError(
+                f"{service.title} exited during start-up. Last lines of its log "
+                f"({_log_file(settings, service)}):\n{log_tail(_log_file(settings, service))}"
+            )
+        if service.ready(entry):
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.title} did not answer within {READY_TIMEOUT_SECONDS:.0f} s. "
+        f"Log:\n{log_tail(_log_file(settings, service))}"
+    )
+
+
+def _create_resources(settings: Settings) -> None:
+    """Topics and the bucket exist once the stack is up, so every layer can assume them."""
+    from lambda_demo.kafka_io import ensure_topics
+    from lambda_demo.storage import ensure_bucket
+
+    ensure_topics(settings)
+    ensure_bucket(settings)
+
+
+def down(settings: Settings | None = None) -> None:
+    """Stop every service; data stays for the next ``up``."""
+    settings = settings or get_settings()
+    state = _load(settings)
+    for service in reversed(SERVICES):
+        entry = state.get(service.name, {})
+        stop_pid(entry.get("pid"))
+        entry["pid"] = None
+    if state:
+        _save(settings, state)
+
+
+def reset(settings: Settings | None = None) -> None:
+    """Stop everything and delete all state: topics, objects, warehouse, checkpoints."""
+    settings = settings or get_settings()
+    down(settings)
+    if settings.home.exists():
+        shutil.rmtree(settings.home)
+
+
+def status(settings: Settings | None = None) -> list[ServiceStatus]:
+    """Each service's address, version, and whether it answers, with a hint when it does not."""
+    settings = settings or get_settings()
+    state = _load(settings)
+    result = []
+    for service in SERVICES:
+        entry = state.get(service.name)
+        if not entry or "port" not in entry:
+            result.append(_status(service, "-", False, "never started: run `lambda-demo stack up`"))
+            continue
+        address = f"127.0.0.1:{entry['port']}"
+        if not pid_alive(entry.get("pid")):
+            problem = "stopped" if entry.get("pid") is None else "died"
+            hint = f"{problem}: run `lambda-demo stack up`"
+            if problem == "died":
+                hint += f"; its log says:\n{log_tail(_log_file(settings, service), 5)}"
+            result.append(_status(service, address, False, hint))
+        elif not service.ready(entry):
+            hint = f"running but not answering on {address}; see {_log_file(settings, service)}"
+            result.append(_status(service, address, False, hint))
+        else:
+            result.append(_status(service, address, True))
+    return result
+
+
+def _status(service: Service, address: str, up: bool, problem: str | None = None) -> ServiceStatus:
+    return ServiceStatus(service.name, service.title, address, service.version(), up, problem)
+
+
+def status_json(statuses: list[ServiceStatus]) -> str:
+    """``status --json``: service name -> address, version, up (and the problem, if any)."""
+    payload = {
+        s.name: {k: v for k, v in asdict(s).items() if k != "name" and v is not None}
+        for s in statuses
+    }
+    return json.dumps(payload, indent=2)

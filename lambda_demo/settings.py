@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     warehouse_host: str | None = None
     warehouse_port: int | None = None
     warehouse_db: str = "warehouse"
+    warehouse_schema: str = "lambda_demo"
+    """``LAMBDA_DEMO_WAREHOUSE_SCHEMA``: every table lives in this schema (tests use their own)."""
     warehouse_user: str = "lambda"
     warehouse_password: SecretStr | None = None
     redshift_iam_role: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lambda_demo.settings import Settings, get_settings
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
+
+IVY_SETTINGS = Path(__file__).resolve().parent / "stack" / "ivysettings.xml"
 
 
 def kafka_connector() -> str:
@@ -38,13 +41,16 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         .master(settings.spark_master)
         .config("spark.jars.packages", kafka_connector())
         .config("spark.jars.ivy", str(CACHE_DIR / "ivy"))
+        .config("spark.jars.ivySettings", str(IVY_SETTINGS))
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         # Few cores, small data: 200 shuffle partitions would be 200 tiny tasks per batch.
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "2")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         .config("spark.ui.enabled", "false" if os.environ.get("CI") else "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")

@@ -1,17 +1,105 @@
-"""Connections to the warehouse: PostgreSQL here, Redshift in the aws profile.
+"""The warehouse: connections and every table's definition, in one place.
 
-Redshift speaks the PostgreSQL wire protocol, so psycopg2 serves both.
+PostgreSQL stands in for Redshift; both speak the same wire protocol, so psycopg2 serves
+both. All tables live in ``settings.warehouse_schema`` (``search_path`` is set on connect).
+
+Tables:
+
+* ``raw_tweets``      - the batch layer's copy of the master dataset, one row per delivery
+* ``loaded_objects``  - which S3 objects are in ``raw_tweets`` (written with their rows)
+* ``quarantine``      - records that broke the contract, with the reason and the raw bytes
+* ``batch_view``      - the batch view of every run; ``batch_meta`` points at the current one
+* ``batch_meta``      - the current batch run: its id and its cutoff day D
+* ``speed_view``      - per (ingest day, location), absolute totals from the speed layer
+* ``speed_commits``   - the last micro-batch id the speed layer committed, per query
+* ``serving_view``    - a SQL view: batch (days < D) + speed (days >= D), one snapshot
 """
 
 from __future__ import annotations
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import connection
 
+from lambda_demo import view
 from lambda_demo.settings import Settings, get_settings
+
+_MEASURE_COLUMNS = ",\n    ".join(f"{name} BIGINT NOT NULL" for name in view.MEASURE_NAMES)
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS raw_tweets (
+    tweet_id BIGINT NOT NULL,
+    ingest_ts TIMESTAMPTZ NOT NULL,
+    ingest_day DATE NOT NULL,
+    kafka_partition INT NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    author_id TEXT,
+    location TEXT NOT NULL,
+    followers_count BIGINT NOT NULL,
+    like_count BIGINT NOT NULL,
+    retweet_count BIGINT NOT NULL,
+    lang TEXT,
+    object_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loaded_objects (
+    object_key TEXT PRIMARY KEY,
+    row_count INT NOT NULL,
+    quarantined INT NOT NULL,
+    loaded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    layer TEXT NOT NULL,
+    kafka_partition INT NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    ingest_ts TIMESTAMPTZ,
+    reason TEXT NOT NULL,
+    raw_value BYTEA,
+    noted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (layer, kafka_partition, kafka_offset)
+);
+CREATE TABLE IF NOT EXISTS batch_view (
+    run_id TEXT NOT NULL,
+    location TEXT NOT NULL,
+    {_MEASURE_COLUMNS},
+    PRIMARY KEY (run_id, location)
+);
+CREATE TABLE IF NOT EXISTS batch_meta (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    run_id TEXT NOT NULL,
+    cutoff_day DATE NOT NULL,
+    computed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS speed_view (
+    ingest_day DATE NOT NULL,
+    location TEXT NOT NULL,
+    {_MEASURE_COLUMNS},
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (ingest_day, location)
+);
+CREATE TABLE IF NOT EXISTS speed_commits (
+    query_name TEXT PRIMARY KEY,
+    batch_id BIGINT NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE VIEW serving_view AS
+WITH meta AS (SELECT run_id, cutoff_day FROM batch_meta),
+merged AS (
+    SELECT location, {", ".join(view.MEASURE_NAMES)}
+    FROM batch_view WHERE run_id = (SELECT run_id FROM meta)
+    UNION ALL
+    SELECT location, {", ".join(view.MEASURE_NAMES)}
+    FROM speed_view
+    WHERE ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
+)
+SELECT location, {view.sql_sum_of_measures()}
+FROM merged
+GROUP BY location;
+"""
 
 
 def connect(settings: Settings | None = None, *, autocommit: bool = False) -> connection:
+    """A connection whose ``search_path`` is the tutorial's schema."""
     settings = settings or get_settings()
     ends = settings.endpoints()
     conn = psycopg2.connect(
@@ -22,6 +110,21 @@ def connect(settings: Settings | None = None, *, autocommit: bool = False) -> co
         dbname=settings.warehouse_db,
         connect_timeout=10,
         application_name="lambda-demo",
+        options=f"-c search_path={settings.warehouse_schema}",
     )
     conn.autocommit = autocommit
     return conn
+
+
+def ensure_schema(settings: Settings | None = None) -> None:
+    """Create the schema and every table and view if missing (safe to call often)."""
+    settings = settings or get_settings()
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")
+        cur.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(settings.warehouse_schema)
+            )
+        )
+        cur.execute(DDL)
+    conn.close()

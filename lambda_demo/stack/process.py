@@ -21,7 +21,10 @@ def free_port() -> int:
 
 def port_open(port: int, *, timeout_seconds: float = 0.5) -> bool:
     """True if something accepts TCP connections on ``127.0.0.1:port``."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout_seconds):
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout_seconds),
+    ):
         return True
     return False
 

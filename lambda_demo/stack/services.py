@@ -311,4 +311,3 @@ SERVICES: tuple[Service, ...] = (
         run_as=_pg_run_as,
     ),
 )
-

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real embedded stack per test session, isolated names per test.
+
+The stack (Kafka, S3Proxy, PostgreSQL) starts once in a temporary ``LAMBDA_DEMO_HOME``;
+each test that needs it gets its own topics, bucket, warehouse schema and checkpoint
+directory, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lambda_demo.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Start the embedded stack once for the session and stop it at the end."""
+    from lambda_demo import stack
+
+    home = tmp_path_factory.mktemp("lambda-demo-home")
+    settings = Settings(home=home)
+    stack.up(settings)
+    yield home
+    stack.down(settings)
+
+
+def isolated_settings(home: Path, **overrides: object) -> Settings:
+    """Settings with names no other test uses."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "home": home,
+        "topic": f"tweets-{tag}",
+        "dlq_topic": f"tweets-{tag}.dlq",
+        "s3_bucket": f"lambda-demo-{tag}",
+        "warehouse_schema": f"test_{tag}",
+        "checkpoint_location": str(home / "checkpoints" / tag),
+        "trigger_seconds": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(stack_home: Path) -> Settings:
+    """Isolated settings on the running stack, with topics, bucket and schema created."""
+    from lambda_demo.kafka_io import ensure_topics
+    from lambda_demo.storage import ensure_bucket
+    from lambda_demo.warehouse import ensure_schema
+
+    s = isolated_settings(stack_home)
+    ensure_topics(s)
+    ensure_bucket(s)
+    ensure_schema(s)
+    return s
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that point a `lambda-demo` subprocess at the same settings."""
+    env = dict(os.environ)
+    for name in ("home", "topic", "dlq_topic", "s3_bucket", "warehouse_schema"):
+        env[f"LAMBDA_DEMO_{name.upper()}"] = str(getattr(settings, name))
+    env["LAMBDA_DEMO_CHECKPOINT_LOCATION"] = settings.checkpoints
+    return env
+
+
+@pytest.fixture(scope="session")
+def spark(stack_home: Path):
+    from lambda_demo.spark import get_spark
+
+    session = get_spark(Settings(home=stack_home))
+    yield session
+    session.stop()

@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.view import MEASURE_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,6 +66,82 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from lambda_demo.replay import replay
+
+    counts = replay(
+        args.file or None,
+        speedup=args.speedup,
+        start=args.start,
+        loop=args.loop,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(counts.as_dict()))
+    else:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts.reasons.items())) or "none"
+        print(
+            f"replay: read {counts.read}, produced {counts.produced}, "
+            f"dead-lettered {counts.dead_lettered} ({reasons})"
+        )
+    return 0 if counts.failed == 0 else 1
+
+
+def _live(args: argparse.Namespace) -> int:
+    from lambda_demo.live import live
+
+    counts = live()
+    print(json.dumps(counts.as_dict()))
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from lambda_demo.batch.run import run_batch
+
+    print(run_batch(cutoff=args.cutoff))
+    return 0
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from lambda_demo.speed import run_speed
+
+    run_speed(once=args.once, trigger_seconds=args.trigger_seconds)
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from lambda_demo import serving
+
+    frame = serving.top(args.top, by=args.by) if args.top else serving.serving_view()
+    if not args.top:
+        frame = frame.sort_values([args.by, "location"], ascending=[False, True])
+    if args.json:
+        print(json.dumps(frame.to_dict(orient="records"), ensure_ascii=False, default=int))
+    else:
+        print(frame.to_string(index=False))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from lambda_demo.check import check
+
+    result = check(progress=not args.json)
+    print(result.to_json() if args.json else result)
+    return 0 if result.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lambda_demo.demo import run_demo
+
+    result = run_demo(speedup=args.speedup)
+    return 0 if result.check.ok else 1
+
+
+def _iso_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lambda-demo",
@@ -88,6 +167,40 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--out", type=Path, required=True, help="*.jsonl or *.jsonl.gz")
     sample.set_defaults(handler=_sample)
+
+    rp = commands.add_parser("replay", help="play recorded tweets into Kafka on a simulated clock")
+    rp.add_argument("--file", type=Path, action="append", help="JSONL(.gz); default: the sample")
+    rp.add_argument("--speedup", type=float, default=0.0, help="X times real time; 0 = max speed")
+    rp.add_argument("--start", type=_iso_datetime, help="simulated start (default: first tweet)")
+    rp.add_argument("--loop", action="store_true", help="replay forever, shifted in time")
+    rp.add_argument("--json", action="store_true", help="print one JSON object of counts")
+    rp.set_defaults(handler=_replay)
+
+    lv = commands.add_parser("live", help="stream live tweets with tweepy (needs a bearer token)")
+    lv.set_defaults(handler=_live)
+
+    bt = commands.add_parser("batch", help="archive Kafka to S3, load the warehouse, recompute")
+    bt.add_argument("--cutoff", type=date.fromisoformat, help="day D (default: pipeline clock)")
+    bt.set_defaults(handler=_batch)
+
+    sp = commands.add_parser("speed", help="run the Spark streaming speed layer")
+    sp.add_argument("--once", action="store_true", help="process what is available, then exit")
+    sp.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 2)")
+    sp.set_defaults(handler=_speed)
+
+    qr = commands.add_parser("query", help="read the serving view")
+    qr.add_argument("--top", type=int, help="only the N largest locations")
+    qr.add_argument("--by", default="tweet_count", choices=MEASURE_NAMES, help="sort measure")
+    qr.add_argument("--json", action="store_true", help="a JSON array of location objects")
+    qr.set_defaults(handler=_query)
+
+    ck = commands.add_parser("check", help="recompute from Kafka and compare with serving")
+    ck.add_argument("--json", action="store_true", help="one JSON object with the mismatches")
+    ck.set_defaults(handler=_check)
+
+    dm = commands.add_parser("demo", help="the whole Lambda loop over the sample's days")
+    dm.add_argument("--speedup", type=float, default=2400.0, help="simulated seconds per second")
+    dm.set_defaults(handler=_demo)
     return parser
 
 
@@ -100,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python is chatty at INFO
     handler: Handler = args.handler
+    # SIGTERM (docker stop, kill) stops as cleanly as Ctrl-C: committed work stays committed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return handler(args)
     except LambdaDemoError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,10 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
     )
+    if settings.spark_master.startswith("local"):
+        # Python workers must run this interpreter, which has lambda_demo installed
+        # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

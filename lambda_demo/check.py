@@ -1,0 +1,137 @@
+"""``lambda-demo check``: the exactness proof a learner can run at any moment.
+
+It ignores every layer and recomputes the view straight from what was ingested - every record
+in the ``tweets`` topic - under the ingestion contract: invalid records are skipped, each
+tweet id counts once at its first delivery (smallest ingest time, then partition, then
+offset). Then it compares that, location by location, with the serving view.
+
+Run it when the speed layer has caught up (``lambda-demo speed --once``): records still on
+their way through Spark are, by design, not in the serving view yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kafka import TopicPartition
+from tqdm.auto import tqdm
+
+from lambda_demo import kafka_io, serving, view
+from lambda_demo.contract import Rejected, parse_flat
+from lambda_demo.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def ingested_tweets(settings: Settings | None = None, *, progress: bool = False) -> pd.DataFrame:
+    """Every valid record in the topic, one row per delivery, with its Kafka coordinates."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
+    rows = []
+    with contextlib.closing(consumer):
+        topic = settings.topic
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        bar = tqdm(total=sum(ends.values()), unit="rec", desc="read topic", disable=not progress)
+        with bar:
+            while any(consumer.position(tp) < ends[tp] for tp in partitions):
+                for tp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
+                    bar.update(len(records))
+                    rows.extend(_valid_row(tp, r) for r in records if r.offset < ends[tp])
+    rows = [row for row in rows if row is not None]
+    columns = [
+        "tweet_id",
+        "timestamp_ms",
+        "partition",
+        "offset",
+        "location",
+        "followers_count",
+        "like_count",
+        "retweet_count",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _valid_row(tp: TopicPartition, record) -> tuple | None:
+    parsed = parse_flat(record.value)
+    if isinstance(parsed, Rejected):
+        return None
+    return (
+        parsed.tweet_id,
+        record.timestamp,
+        tp.partition,
+        record.offset,
+        parsed.location,
+        parsed.followers_count,
+        parsed.like_count,
+        parsed.retweet_count,
+    )
+
+
+def recompute(tweets: pd.DataFrame) -> pd.DataFrame:
+    """The view from deliveries: first delivery of each tweet id wins, then aggregate."""
+    first = tweets.sort_values(["timestamp_ms", "partition", "offset"]).drop_duplicates(
+        "tweet_id", keep="first"
+    )
+    return view.pandas_aggregate(first)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    locations: int
+    tweets: int
+    mismatches: pd.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches.empty
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "locations": self.locations,
+                "tweets": self.tweets,
+                "mismatches": json.loads(self.mismatches.to_json(orient="records")),
+            }
+        )
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"check: OK - {self.locations} locations, {self.tweets} tweets, 0 mismatches"
+        return (
+            f"check: {len(self.mismatches)} MISMATCHES over {self.locations} locations\n"
+            f"{self.mismatches.to_string(index=False)}"
+        )
+
+
+def compare(expected: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
+    """Rows where the two views differ: ``*_expected`` vs ``*_serving`` for each measure."""
+    merged = expected.merge(
+        actual, on=view.KEY, how="outer", suffixes=("_expected", "_serving"), indicator=True
+    )
+    measures = [c for c in merged.columns if c.endswith(("_expected", "_serving"))]
+    merged[measures] = merged[measures].fillna(0).astype("int64")
+    differs = merged["_merge"] != "both"
+    for m in view.MEASURE_NAMES:
+        differs |= merged[f"{m}_expected"] != merged[f"{m}_serving"]
+    return merged.loc[differs].drop(columns="_merge").reset_index(drop=True)
+
+
+def check(settings: Settings | None = None, *, progress: bool = False) -> CheckResult:
+    settings = settings or get_settings()
+    expected = recompute(ingested_tweets(settings, progress=progress))
+    actual = serving.serving_view(settings)
+    return CheckResult(
+        locations=len(expected),
+        tweets=int(expected["tweet_count"].sum()) if not expected.empty else 0,
+        mismatches=compare(expected, actual),
+    )

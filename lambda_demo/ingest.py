@@ -1,0 +1,109 @@
+"""The one handler both sources feed: validate, normalise, produce to Kafka or dead-letter.
+
+``replay`` (recorded tweets) and ``live`` (tweepy's StreamingClient) hand every raw payload to
+``TweetHandler.handle`` with its ingest time. Valid tweets go to ``tweets`` as flat JSON
+keyed by tweet id (so every delivery of a tweet lands in the same partition, in order);
+anything else goes to ``tweets.dlq`` with the original bytes and the reason in headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
+
+from lambda_demo.contract import FlatTweet, Rejected, parse_api_tweet
+
+logger = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as in the Java client), computed up front.
+
+    Knowing the partition before sending lets an interrupted replay find, per partition,
+    the last line Kafka already has (see ``lambda_demo.replay``).
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class IngestCounts:
+    """What a source did: lines read, tweets produced, records dead-lettered, sends failed."""
+
+    read: int = 0
+    produced: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"read": self.read, "produced": self.produced, "dead_lettered": self.dead_lettered}
+
+    def _failed(self, exc: BaseException) -> None:
+        # Delivery callbacks run on the producer's I/O thread.
+        with self._lock:
+            self.failed += 1
+        logger.error("delivery failed: %s", exc)
+
+
+class TweetHandler:
+    """Turns one raw payload into one Kafka record on the right topic."""
+
+    def __init__(
+        self, producer: KafkaProducer, *, topic: str, dlq_topic: str, partitions: int
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.partitions = partitions
+        self.counts = IngestCounts()
+
+    def route(self, raw: bytes) -> tuple[str, int, bytes | None, FlatTweet | Rejected] | None:
+        """Where a payload goes: (topic, partition, key, parsed), or None for a blank line."""
+        parsed = parse_api_tweet(raw)
+        if parsed is None:
+            return None
+        if isinstance(parsed, Rejected):
+            return self.dlq_topic, 0, None, parsed
+        key = parsed.tweet_id.encode()
+        return self.topic, partition_for(key, self.partitions), key, parsed
+
+    def handle(
+        self,
+        raw: bytes,
+        *,
+        ingest_ms: int,
+        headers: list[tuple[str, bytes]] | None = None,
+        routed: tuple[str, int, bytes | None, FlatTweet | Rejected] | None = None,
+    ) -> None:
+        """Validate and send one payload (asynchronously; ``flush`` waits for the acks)."""
+        routed = routed or self.route(raw)
+        if routed is None:
+            return
+        topic, partition, key, parsed = routed
+        self.counts.read += 1
+        headers = list(headers or [])
+        if isinstance(parsed, Rejected):
+            value = raw
+            headers += [("reason", parsed.reason.encode()), ("detail", parsed.detail.encode())]
+            self.counts.dead_lettered += 1
+            self.counts.reasons[parsed.reason] = self.counts.reasons.get(parsed.reason, 0) + 1
+        else:
+            value = parsed.to_json_bytes()
+            self.counts.produced += 1
+        future = self.producer.send(
+            topic,
+            value=value,
+            key=key,
+            partition=partition,
+            timestamp_ms=ingest_ms,
+            headers=headers,
+        )
+        future.add_errback(self.counts._failed)
+
+    def flush(self) -> None:
+        self.producer.flush()

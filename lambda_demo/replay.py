@@ -1,0 +1,172 @@
+"""Replay recorded tweets into Kafka as if they arrived live, on a simulated clock.
+
+Every line goes through the same ``TweetHandler`` as the live stream. Each record carries two
+headers, ``replay-source`` (which files, which start) and ``replay-line`` (its line number).
+
+**Resuming.** An interrupted replay must not duplicate what Kafka already has. Because the
+handler knows each record's partition before sending, and an idempotent producer keeps each
+partition in order, the lines Kafka holds form a prefix *per partition*. On start we read the
+last record of each partition of ``tweets`` and ``tweets.dlq`` that belongs to this replay and
+skip every line at or below that partition's mark. The ingest clock is replayed too (it is
+logical, see ``lambda_demo.clock``), so resumed records get the timestamps they would have had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from kafka import TopicPartition
+from tqdm.auto import tqdm
+
+from lambda_demo import kafka_io
+from lambda_demo.clock import SimulatedClock, to_millis
+from lambda_demo.contract import due_time
+from lambda_demo.ingest import IngestCounts, TweetHandler
+from lambda_demo.settings import REPO_ROOT, Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_FILE = REPO_ROOT / "data" / "sample_tweets" / "tweets.jsonl.gz"
+_SCAN_CHUNK = 2_000
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """Raw lines (newline stripped), from plain or gzipped JSONL."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for line in handle:
+            yield line.rstrip(b"\r\n")
+
+
+def source_id(files: list[Path], start: datetime | None, loop_round: int = 0) -> str:
+    """A short, stable name for one replay: same files and start -> same id -> resumable."""
+    text = "|".join([*(p.name for p in files), start.isoformat() if start else "", str(loop_round)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def delivered_marks(settings: Settings, source: str) -> dict[tuple[str, int], int]:
+    """For each (topic, partition), the highest line of ``source`` that Kafka already holds."""
+    consumer = kafka_io.consumer(settings, consumer_timeout_ms=2000)
+    marks: dict[tuple[str, int], int] = {}
+    with contextlib.closing(consumer):
+        for topic in (settings.topic, settings.dlq_topic):
+            partitions = consumer.partitions_for_topic(topic) or set()
+            for number in partitions:
+                tp = TopicPartition(topic, number)
+                mark = _last_line_in(consumer, tp, source.encode())
+                if mark is not None:
+                    marks[(topic, number)] = mark
+    return marks
+
+
+def _last_line_in(consumer, tp: TopicPartition, source: bytes) -> int | None:
+    """Scan a partition backwards, a chunk at a time, for this source's last record."""
+    consumer.assign([tp])
+    begin = consumer.beginning_offsets([tp])[tp]
+    end = consumer.end_offsets([tp])[tp]
+    stop = end
+    while stop > begin:
+        first = max(begin, stop - _SCAN_CHUNK)
+        consumer.seek(tp, first)
+        best = None
+        position = first
+        while position < stop:
+            batch = consumer.poll(timeout_ms=1000, max_records=_SCAN_CHUNK)
+            records = batch.get(tp, [])
+            if not records:
+                break
+            for record in records:
+                position = record.offset + 1
+                if record.offset >= stop:
+                    break
+                headers = dict(record.headers or [])
+                if headers.get("replay-source") == source:
+                    best = int(headers["replay-line"])
+        if best is not None:
+            return best
+        stop = first
+    return None
+
+
+def replay(
+    files: list[Path] | None = None,
+    *,
+    settings: Settings | None = None,
+    speedup: float = 0.0,
+    start: datetime | None = None,
+    loop: bool = False,
+    progress: bool = True,
+) -> IngestCounts:
+    """Play sample files into Kafka; returns what was read, produced and dead-lettered."""
+    settings = settings or get_settings()
+    files = files or [SAMPLE_FILE]
+    kafka_io.ensure_topics(settings)
+    producer = kafka_io.producer(settings)
+    handler = TweetHandler(
+        producer,
+        topic=settings.topic,
+        dlq_topic=settings.dlq_topic,
+        partitions=settings.partitions,
+    )
+    loop_round = 0
+    try:
+        while True:
+            _replay_round(handler, settings, files, speedup, start, loop_round, progress)
+            if not loop:
+                break
+            loop_round += 1
+    finally:
+        handler.flush()
+        producer.close()
+    return handler.counts
+
+
+def _replay_round(
+    handler: TweetHandler,
+    settings: Settings,
+    files: list[Path],
+    speedup: float,
+    start: datetime | None,
+    loop_round: int,
+    progress: bool,
+) -> None:
+    source = source_id(files, start, loop_round)
+    marks = delivered_marks(settings, source)
+    if marks:
+        logger.info("resuming replay %s after %s", source, marks)
+    clock = SimulatedClock(speedup=speedup)
+    shift = None
+    total = sum(1 for path in files for _ in read_lines(path))
+    lines = (line for path in files for line in read_lines(path))
+    bar = tqdm(total=total, unit="line", desc="replay", disable=not progress, mininterval=0.5)
+    skipped = 0
+    with bar:
+        for number, raw in enumerate(lines):
+            bar.update(1)
+            due = due_time(raw)
+            if due is not None and shift is None:
+                shift = (start - due) if start else timedelta(0)
+            clock_due = due + shift if due is not None and shift is not None else None
+            ingest = clock.tick(clock_due)
+            routed = handler.route(raw)
+            if routed is None:
+                continue
+            topic, partition = routed[0], routed[1]
+            if number <= marks.get((topic, partition), -1):
+                skipped += 1
+                continue
+            handler.handle(
+                raw,
+                ingest_ms=to_millis(ingest),
+                headers=[("replay-source", source.encode()), ("replay-line", str(number).encode())],
+                routed=routed,
+            )
+    if skipped:
+        logger.info("skipped %d lines Kafka already had", skipped)
+    handler.flush()

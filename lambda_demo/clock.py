@@ -35,13 +35,20 @@ class SimulatedClock:
         self._origin_wall = self._monotonic()
         self.now = at
 
-    def tick(self, due: datetime | None) -> datetime:
-        """Wait (if paced) until ``due``, then return the ingest time for that record."""
+    def tick(self, due: datetime | None, *, pace: bool = True) -> datetime:
+        """Wait (if paced) until ``due``, then return the ingest time for that record.
+
+        ``pace=False`` jumps to ``due`` at once and re-anchors the pacing there: a resumed
+        replay fast-forwards through what Kafka already has, then plays on at speed.
+        """
         if self.now is None:
             self.start(due or datetime.now(UTC))
         assert self.now is not None
         if due is None or due <= self.now:
             return self.now  # late or undatable: sent at once, at the clock's current time
+        if not pace:
+            self.start(due)
+            return due
         if self.speedup > 0:
             assert self._origin_sim is not None
             sim_seconds = (due - self._origin_sim).total_seconds()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -94,6 +95,32 @@ def _last_line_in(consumer, tp: TopicPartition, source: bytes) -> int | None:
     return None
 
 
+def _span_days(files: list[Path]) -> timedelta:
+    """Whole days covered by the files: each ``--loop`` round is shifted by this much."""
+    dues = [d for path in files for line in read_lines(path) if (d := due_time(line))]
+    return timedelta(days=(max(dues) - min(dues)).days + 1) if dues else timedelta(days=1)
+
+
+def relabel(raw: bytes, *, shift: timedelta) -> bytes:
+    """A later copy of a recorded tweet for ``--loop``: created_at and id moved by ``shift``.
+
+    Ids are snowflakes (milliseconds << 22), so moving the id by ``shift_ms << 22`` keeps it
+    consistent with its new timestamp and unique across rounds. Lines that are not a tweet
+    object pass unchanged (they are dead-lettered again, as they would be live).
+    """
+    try:
+        record = json.loads(raw)
+        data = record["data"]
+        moved = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")) + shift
+        new_id = str(int(data["id"]) + ((shift // timedelta(milliseconds=1)) << 22))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return raw
+    data["created_at"] = moved.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moved.microsecond // 1000:03d}Z"
+    data["id"] = new_id
+    data["edit_history_tweet_ids"] = [new_id]
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def replay(
     files: list[Path] | None = None,
     *,
@@ -102,9 +129,14 @@ def replay(
     start: datetime | None = None,
     loop: bool = False,
     progress: bool = True,
+    clock: SimulatedClock | None = None,
 ) -> IngestCounts:
-    """Play sample files into Kafka; returns what was read, produced and dead-lettered."""
+    """Play sample files into Kafka; returns what was read, produced and dead-lettered.
+
+    Pass a ``clock`` to watch the simulated time from another thread (``demo`` does).
+    """
     settings = settings or get_settings()
+    clock = clock or SimulatedClock(speedup=speedup)
     files = files or [SAMPLE_FILE]
     kafka_io.ensure_topics(settings)
     producer = kafka_io.producer(settings)
@@ -117,7 +149,7 @@ def replay(
     loop_round = 0
     try:
         while True:
-            _replay_round(handler, settings, files, speedup, start, loop_round, progress)
+            _replay_round(handler, settings, files, clock, start, loop_round, progress)
             if not loop:
                 break
             loop_round += 1
@@ -131,7 +163,7 @@ def _replay_round(
     handler: TweetHandler,
     settings: Settings,
     files: list[Path],
-    speedup: float,
+    clock: SimulatedClock,
     start: datetime | None,
     loop_round: int,
     progress: bool,
@@ -140,25 +172,28 @@ def _replay_round(
     marks = delivered_marks(settings, source)
     if marks:
         logger.info("resuming replay %s after %s", source, marks)
-    clock = SimulatedClock(speedup=speedup)
     shift = None
     total = sum(1 for path in files for _ in read_lines(path))
     lines = (line for path in files for line in read_lines(path))
+    if loop_round:
+        span = _span_days(files)
+        lines = (relabel(line, shift=loop_round * span) for line in lines)
     bar = tqdm(total=total, unit="line", desc="replay", disable=not progress, mininterval=0.5)
     skipped = 0
     with bar:
         for number, raw in enumerate(lines):
             bar.update(1)
+            routed = handler.route(raw)
             due = due_time(raw)
             if due is not None and shift is None:
                 shift = (start - due) if start else timedelta(0)
-            clock_due = due + shift if due is not None and shift is not None else None
-            ingest = clock.tick(clock_due)
-            routed = handler.route(raw)
+            already_sent = routed is not None and number <= marks.get(routed[:2], -1)
+            ingest = clock.tick(
+                due + shift if due and shift is not None else None, pace=not already_sent
+            )
             if routed is None:
                 continue
-            topic, partition = routed[0], routed[1]
-            if number <= marks.get((topic, partition), -1):
+            if already_sent:
                 skipped += 1
                 continue
             handler.handle(

@@ -21,7 +21,14 @@ def s3_client(settings: Settings | None = None) -> BaseClient:
         aws_access_key_id=ends.s3_access_key,
         aws_secret_access_key=ends.s3_secret_key,
         region_name=settings.s3_region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5},
+            # boto3 >= 1.36 adds CRC checksum headers to every upload by default; S3Proxy and
+            # older S3-compatible servers reject them, AWS S3 does not need them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
     )
 
 

@@ -107,6 +107,8 @@ def list_archived(settings: Settings, *, client: BaseClient) -> list[ArchivedObj
     )
     for page in pages:
         for item in page.get("Contents", []):
+            if item["Key"].endswith("/"):
+                continue  # a "directory" marker, as file-system-backed S3 servers list them
             parsed = parse_object_key(item["Key"])
             if parsed is None:
                 logger.warning(

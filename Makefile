@@ -1,0 +1,48 @@
+# Common tasks. The README's two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help env demo test lint notebooks bench drills stack-up stack-down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(BIN)/lambda-demo: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+env: $(BIN)/lambda-demo  ## create .venv with the package and its dev tools
+
+demo: env  ## start the embedded stack and run the whole Lambda loop (README command 1)
+	$(BIN)/lambda-demo demo
+
+lint: env  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint  ## lint, then unit + integration tests and every notebook under nbmake (README command 2)
+	CI=1 $(BIN)/pytest tests notebooks --nbmake --nbmake-timeout=900 $(PYTEST_ARGS)
+
+notebooks: env  ## re-execute every notebook in place, committing-ready outputs (one clean run)
+	$(BIN)/lambda-demo stack reset
+	$(BIN)/python -m lambda_demo.notebooks execute
+
+drills: env  ## only the fault-injection drills
+	CI=1 $(BIN)/pytest -m drills tests
+
+bench: env  ## benchmarks: writes benchmarks/results.json and BENCHMARKS.md
+	$(BIN)/python -m benchmarks
+
+stack-up: env
+	$(BIN)/lambda-demo stack up
+
+stack-down: env
+	$(BIN)/lambda-demo stack down
+
+clean:  ## remove the venv and local state (not the JVM caches in ~/.cache/lambda-demo)
+	-$(BIN)/lambda-demo stack reset
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""Rebuild the batch view from every loaded row, and swap it in atomically.
+
+The batch layer never updates the view incrementally: each run recomputes it from all of
+``raw_tweets``. That is slow compared with the speed layer, and that is the point: whatever
+was wrong before (a bug, a late duplicate) is simply gone after the next run.
+
+Two rules make the numbers right:
+
+* **Deduplicate first, then cut.** A tweet delivered twice counts once, and its *first*
+  delivery wins: the smallest (ingest time, partition, offset). Only then are the days
+  before the cutoff D kept. Cutting first would let a tweet delivered on D-1 and again on D
+  count on both sides: in the batch view for D-1 and in the speed view for D.
+* **One transaction.** The new run's rows, the pointer in ``batch_meta`` and the removal of
+  the previous run's rows commit together, so ``serving_view`` always reads exactly one
+  complete run: the old one until the commit, the new one after it.
+
+``ROW_NUMBER() OVER (...)`` rather than PostgreSQL's ``DISTINCT ON`` keeps the query valid on
+Redshift, and ``batch_meta`` is replaced with DELETE + INSERT for the same reason (Redshift
+has no ``ON CONFLICT``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from lambda_demo import view, warehouse
+from lambda_demo.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    run_id: str
+    cutoff: date
+    locations: int
+    tweets: int
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``YYYYmmddTHHMMSS-<8 hex>``: sorts by start time, and two runs never collide."""
+    moment = now or datetime.now(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def batch_view_sql() -> str:
+    """``INSERT .. SELECT`` of one run's view; parameters ``run_id`` and ``cutoff``.
+
+    The SQL text is built only from `lambda_demo.view`'s constant measure definitions; the
+    run id and cutoff are bind parameters.
+    """
+    measures = ", ".join(view.MEASURE_NAMES)
+    return f"""
+INSERT INTO batch_view (run_id, {view.KEY}, {measures})
+SELECT %(run_id)s, {view.KEY}, {view.sql_select_list()}
+FROM (
+    SELECT *,
+           ROW_NUMBER() OVER (
+               PARTITION BY tweet_id
+               ORDER BY ingest_ts, kafka_partition, kafka_offset
+           ) AS delivery
+    FROM raw_tweets
+) AS deliveries
+WHERE delivery = 1 AND ingest_day < %(cutoff)s
+GROUP BY {view.KEY}
+"""
+
+
+def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeResult:
+    """Compute a new run of the batch view for ingest days before ``cutoff`` and publish it."""
+    settings = settings or get_settings()
+    run_id = new_run_id()
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(batch_view_sql(), {"run_id": run_id, "cutoff": cutoff})
+            cur.execute("DELETE FROM batch_meta")
+            cur.execute(
+                "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%s, %s)", (run_id, cutoff)
+            )
+            cur.execute("DELETE FROM batch_view WHERE run_id <> %s", (run_id,))
+            cur.execute(
+                "SELECT COUNT(*), COALESCE(SUM(tweet_count), 0) FROM batch_view WHERE run_id = %s",
+                (run_id,),
+            )
+            locations, tweets = cur.fetchone()
+    finally:
+        conn.close()
+    logger.info(
+        "batch run %s: %d locations, %d tweets before %s", run_id, locations, tweets, cutoff
+    )
+    return RecomputeResult(run_id=run_id, cutoff=cutoff, locations=locations, tweets=tweets)

@@ -1,0 +1,159 @@
+"""One batch run: archive, load, recompute, under a lock, with the cutoff day D decided first.
+
+The cutoff D splits the serving view: the batch view covers ingest days before D, the speed
+view days from D on. By default D is the day of the **pipeline clock**, the timestamp of the
+newest record in the topic, not the wall clock: a replay of last year's tweets then cuts in
+last year, and a learner's laptop clock cannot move records between the two views.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from kafka import KafkaConsumer, TopicPartition
+
+from lambda_demo import kafka_io, warehouse
+from lambda_demo.batch import archiver, loader, recompute
+from lambda_demo.clock import from_millis
+from lambda_demo.errors import LambdaDemoError
+from lambda_demo.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCK_WAIT_SECONDS = 30.0
+_LOCK_NAME = "lambda_demo.batch"
+_READ_TIMEOUT_SECONDS = 30.0
+
+
+class BatchBusyError(LambdaDemoError):
+    """Another batch run holds the lock on this warehouse schema."""
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    cutoff: date
+    run_id: str
+    objects_written: int
+    records_archived: int
+    objects_loaded: int
+    rows_loaded: int
+    quarantined: int
+    locations: int
+    tweets_in_view: int
+
+    def __str__(self) -> str:
+        return (
+            f"batch run {self.run_id}: ingest days before {self.cutoff}\n"
+            f"  archived   {self.records_archived} records into "
+            f"{self.objects_written} new S3 objects\n"
+            f"  loaded     {self.objects_loaded} objects: {self.rows_loaded} rows, "
+            f"{self.quarantined} quarantined\n"
+            f"  batch view {self.locations} locations, {self.tweets_in_view} distinct tweets"
+        )
+
+
+def run_batch(
+    settings: Settings | None = None,
+    *,
+    cutoff: date | None = None,
+    progress: bool = True,
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+) -> BatchSummary:
+    """Archive Kafka to S3, load S3 into ``raw_tweets``, and recompute the batch view.
+
+    ``cutoff`` defaults to `pipeline_day`. Raises `BatchBusyError` if another run still holds
+    the lock after ``lock_wait_seconds``.
+    """
+    settings = settings or get_settings()
+    warehouse.ensure_schema(settings)
+    with batch_lock(settings, wait_seconds=lock_wait_seconds):
+        day = cutoff or pipeline_day(settings)
+        archived = archiver.archive(settings, progress=progress)
+        loaded = loader.load(settings, progress=progress)
+        result = recompute.recompute(settings, cutoff=day)
+    return BatchSummary(
+        cutoff=day,
+        run_id=result.run_id,
+        objects_written=archived.objects_written,
+        records_archived=archived.records_archived,
+        objects_loaded=loaded.objects_loaded,
+        rows_loaded=loaded.rows_loaded,
+        quarantined=loaded.quarantined,
+        locations=result.locations,
+        tweets_in_view=result.tweets,
+    )
+
+
+@contextmanager
+def batch_lock(settings: Settings, *, wait_seconds: float) -> Iterator[None]:
+    """Hold a session-level advisory lock for the whole run, or raise `BatchBusyError`.
+
+    Two runs at once would both archive the same offsets and both load the same objects;
+    each step is idempotent, but the lock makes "one run at a time" plain rather than
+    subtle. The lock belongs to a dedicated connection and is released by closing it, which
+    also happens if this process is killed. Its key is derived from the schema,
+    so pipelines in different schemas (as in the tests) do not block each other.
+    """
+    conn = warehouse.connect(settings, autocommit=True)
+    with closing(conn), conn.cursor() as cur:
+        key = f"{_LOCK_NAME}:{settings.warehouse_schema}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+            if cur.fetchone()[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise BatchBusyError(
+                    f"Another batch run is using schema {settings.warehouse_schema!r} and did "
+                    f"not finish within {wait_seconds:.0f} s. Let it finish, then run again."
+                )
+            time.sleep(0.5)
+        yield
+
+
+def pipeline_day(settings: Settings | None = None) -> date:
+    """The UTC day of the newest record in the topic (the last record of each partition).
+
+    Falls back to today's UTC date when the topic is empty.
+    """
+    settings = settings or get_settings()
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-pipeline-clock")
+    with closing(consumer):
+        ids = consumer.partitions_for_topic(settings.topic) or set()
+        partitions = [TopicPartition(settings.topic, p) for p in sorted(ids)]
+        begins = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+        stamps = [
+            _last_timestamp(consumer, tp, end=ends[tp])
+            for tp in partitions
+            if ends[tp] > begins[tp]
+        ]
+    known = [stamp for stamp in stamps if stamp is not None]
+    if not known:
+        return datetime.now(UTC).date()
+    return from_millis(max(known)).date()
+
+
+def _last_timestamp(consumer: KafkaConsumer, tp: TopicPartition, *, end: int) -> int | None:
+    """The timestamp of the record at ``end - 1``; None if that offset holds no record.
+
+    (A transactional producer's commit marker occupies an offset but is not a record.)
+    """
+    consumer.assign([tp])
+    consumer.seek(tp, end - 1)
+    deadline = time.monotonic() + _READ_TIMEOUT_SECONDS
+    while consumer.position(tp) < end:
+        if time.monotonic() > deadline:
+            raise LambdaDemoError(
+                f"Could not read the last record of {tp.topic}[{tp.partition}] within "
+                f"{_READ_TIMEOUT_SECONDS:.0f} s: is Kafka up?"
+            )
+        for record in consumer.poll(timeout_ms=1000).get(tp, []):
+            if record.offset == end - 1:
+                return record.timestamp
+    return None

@@ -1,0 +1,153 @@
+"""``lambda-demo demo``: the whole Lambda loop over the sample's simulated days.
+
+1. bring the embedded stack up (other profiles: the services must already run);
+2. start the speed layer (two streaming queries, 2 s trigger) in this process;
+3. replay the sample in a background thread on a simulated clock, ``speedup`` times faster
+   than real time, so three days pass in about two minutes;
+4. each time the simulated clock passes midnight, run the batch layer with that day as the
+   cutoff: the batch view absorbs yesterday, and the serving view stops reading it from the
+   speed view - the hand-over a learner should watch;
+5. let the speed layer catch up, print the top of the serving view, and run ``check``.
+
+Re-running is safe: the replay resumes (Kafka already has everything), the batch run is
+idempotent, and the speed layer continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from lambda_demo import serving, speed, warehouse
+from lambda_demo.batch.run import BatchSummary, run_batch
+from lambda_demo.check import CheckResult, check
+from lambda_demo.clock import SimulatedClock
+from lambda_demo.ingest import IngestCounts
+from lambda_demo.replay import replay
+from lambda_demo.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoResult:
+    """What happened: the replay's counts, each batch run, a timeline, and the final check."""
+
+    counts: IngestCounts
+    batches: list[BatchSummary]
+    timeline: pd.DataFrame
+    check: CheckResult
+    seconds: float
+    top: pd.DataFrame = field(repr=False)
+
+
+def _sample(timeline: list[dict], clock: SimulatedClock, started: float, settings: Settings) -> None:
+    """One timeline row: the serving totals split into batch and speed parts, and freshness."""
+    parts = serving.totals(settings)
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) FROM speed_commits")
+            staleness = cur.fetchone()[0]
+    finally:
+        conn.close()
+    timeline.append(
+        {
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "simulated_time": clock.now,
+            "batch_tweets": int(parts.loc["batch", "tweet_count"]),
+            "speed_tweets": int(parts.loc["speed", "tweet_count"]),
+            "cutoff": serving.batch_cutoff(settings),
+            "speed_view_age_seconds": float(staleness) if staleness is not None else None,
+        }
+    )
+
+
+def run_demo(
+    settings: Settings | None = None,
+    *,
+    speedup: float = 2400.0,
+    files: list[Path] | None = None,
+    progress: bool = True,
+    sample_every_seconds: float = 2.0,
+) -> DemoResult:
+    """Run the loop and return what happened (the CLI prints it; notebook 05 plots it)."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    if settings.profile == "embedded":
+        from lambda_demo import stack
+
+        stack.up(settings)
+    warehouse.ensure_schema(settings)
+    say = tqdm.write if progress else logger.info
+    say("starting the speed layer (Spark Structured Streaming)...")
+    queries = speed.start_queries(settings)
+    clock = SimulatedClock(speedup=speedup)
+    outcome: dict[str, object] = {}
+
+    def play() -> None:
+        try:
+            outcome["counts"] = replay(
+                files, settings=settings, speedup=speedup, progress=progress, clock=clock
+            )
+        except BaseException as exc:  # surfaced in the main thread below
+            outcome["error"] = exc
+
+    player = threading.Thread(target=play, name="replay", daemon=True)
+    batches: list[BatchSummary] = []
+    timeline: list[dict] = []
+    last_cutoff: date | None = None
+    try:
+        player.start()
+        next_sample = 0.0
+        while player.is_alive():
+            player.join(timeout=0.5)
+            today = clock.now.astimezone(UTC).date() if clock.now else None
+            if today is not None and last_cutoff is not None and today > last_cutoff:
+                say(f"simulated midnight -> batch run with cutoff {today}")
+                batches.append(run_batch(settings, cutoff=today, progress=False))
+            if today is not None and (last_cutoff is None or today > last_cutoff):
+                last_cutoff = today
+            if time.monotonic() >= next_sample:
+                _sample(timeline, clock, started, settings)
+                next_sample = time.monotonic() + sample_every_seconds
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        if last_cutoff is not None and not batches:
+            # A re-run (nothing new to replay) still brings the batch view up to the clock.
+            batches.append(run_batch(settings, cutoff=last_cutoff, progress=False))
+        say("replay finished; letting the speed layer catch up...")
+        for query in queries:
+            query.processAllAvailable()
+        _sample(timeline, clock, started, settings)
+    finally:
+        for query in queries:
+            query.stop()
+    result = check(settings)
+    top = serving.top(10, settings=settings)
+    seconds = time.monotonic() - started
+    if progress:
+        print("\nTop 10 locations in the serving view (batch + speed):")
+        print(top.to_string(index=False))
+        print(f"\n{result}\ndemo finished in {seconds:.0f} s")
+    return DemoResult(
+        counts=outcome["counts"],  # type: ignore[arg-type]
+        batches=batches,
+        timeline=pd.DataFrame(timeline),
+        check=result,
+        seconds=seconds,
+        top=top,
+    )
+

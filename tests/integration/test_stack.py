@@ -1,0 +1,143 @@
+"""The embedded stack is real: Kafka, S3, PostgreSQL and Spark each do their job."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import TopicPartition
+
+from lambda_demo import kafka_io, stack, storage, warehouse
+from lambda_demo.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _consume_all(settings: Settings, group: str, expect: int) -> list[bytes]:
+    consumer = kafka_io.consumer(settings, group_id=group, consumer_timeout_ms=5000)
+    with contextlib.closing(consumer):
+        consumer.subscribe([settings.topic])
+        values = []
+        for record in consumer:
+            values.append(record.value)
+            if len(values) == expect:
+                break
+        consumer.commit()
+    return values
+
+
+def test_kafka_group_resumes_after_committed_offsets(settings: Settings) -> None:
+    producer = kafka_io.producer(settings)
+    for i in range(10):
+        producer.send(settings.topic, key=str(i).encode(), value=f"first-{i}".encode())
+    producer.flush()
+    first = _consume_all(settings, "round-trip", expect=10)
+    assert sorted(first) == sorted(f"first-{i}".encode() for i in range(10))
+
+    for i in range(5):
+        producer.send(settings.topic, key=str(i).encode(), value=f"second-{i}".encode())
+    producer.flush()
+    producer.close()
+    # A new member of the same group starts after the committed offsets: only the new five.
+    second = _consume_all(settings, "round-trip", expect=5)
+    assert sorted(second) == sorted(f"second-{i}".encode() for i in range(5))
+
+
+def test_s3_put_list_get(settings: Settings) -> None:
+    client = storage.s3_client(settings)
+    body = "Zürich 🌍; \"quoted\"\n".encode()
+    client.put_object(Bucket=settings.s3_bucket, Key="a/b.txt", Body=body)
+    listed = client.list_objects_v2(Bucket=settings.s3_bucket, Prefix="a/")
+    assert [o["Key"] for o in listed["Contents"]] == ["a/b.txt"]
+    assert client.get_object(Bucket=settings.s3_bucket, Key="a/b.txt")["Body"].read() == body
+
+
+def test_sql_round_trip(settings: Settings) -> None:
+    conn = warehouse.connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (id BIGINT, location TEXT)")
+        cur.execute("INSERT INTO t VALUES (%s, %s)", (2**62, "São Paulo; SP"))
+        cur.execute("SELECT id, location FROM t")
+        assert cur.fetchall() == [(2**62, "São Paulo; SP")]
+    conn.close()
+
+
+def test_spark_reads_exactly_what_was_produced(settings: Settings, spark) -> None:
+    producer = kafka_io.producer(settings)
+    for i in range(137):
+        producer.send(settings.topic, key=str(i).encode(), value=b"x")
+    producer.flush()
+    producer.close()
+    name = f"count_{uuid.uuid4().hex[:8]}"
+    query = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
+        .option("subscribe", settings.topic)
+        .option("startingOffsets", "earliest")
+        .load()
+        .writeStream.format("memory")
+        .queryName(name)
+        .option("checkpointLocation", str(Path(settings.checkpoints) / name))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    assert spark.sql(f"SELECT count(*) AS n FROM {name}").first().n == 137
+
+
+def test_state_survives_down_and_up(tmp_path: Path) -> None:
+    """A stack of its own: stop it and start it again, and every service still has the data."""
+    settings = Settings(home=tmp_path / "home")
+    stack.up(settings)
+    try:
+        producer = kafka_io.producer(settings)
+        producer.send(settings.topic, key=b"k", value=b"kept").get(timeout=30)
+        producer.close()
+        storage.s3_client(settings).put_object(Bucket=settings.s3_bucket, Key="k", Body=b"kept")
+        conn = warehouse.connect(settings)
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE SCHEMA IF NOT EXISTS lambda_demo")
+            cur.execute("CREATE TABLE lambda_demo.kept (v TEXT)")
+            cur.execute("INSERT INTO lambda_demo.kept VALUES ('kept')")
+        conn.close()
+        ports_before = {s.name: s.address for s in stack.status(settings)}
+
+        stack.down(settings)
+        assert not any(s.up for s in stack.status(settings))
+        stack.up(settings)
+
+        assert {s.name: s.address for s in stack.status(settings)} == ports_before
+        consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        values = [r.value for r in consumer]
+        consumer.close()
+        assert values == [b"kept"]
+        body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key="k")
+        assert body["Body"].read() == b"kept"
+        conn = warehouse.connect(settings)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT v FROM lambda_demo.kept")
+            assert cur.fetchall() == [("kept",)]
+        conn.close()
+    finally:
+        stack.down(settings)
+
+
+def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None:
+    """status names the service that died instead of silently trusting a recorded pid."""
+    import json
+    import shutil
+
+    home = tmp_path / "copy"
+    (home / "stack").mkdir(parents=True)
+    state = json.loads((stack_home / "stack" / "state.json").read_text())
+    state["s3"]["pid"] = 2**22 + 12345  # a pid that is not running
+    (home / "stack" / "state.json").write_text(json.dumps(state))
+    statuses = {s.name: s for s in stack.status(Settings(home=home))}
+    assert statuses["kafka"].up and statuses["postgres"].up
+    assert not statuses["s3"].up and "died" in (statuses["s3"].problem or "")
+    shutil.rmtree(home)

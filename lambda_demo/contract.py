@@ -172,6 +172,7 @@ def parse_flat(raw: bytes | None) -> FlatTweet | Rejected:
     - ``bad_location``: ``location`` is not a string.
     - ``bad_followers_count``, ``bad_like_count``, ``bad_retweet_count``: the field is not a
       JSON integer (bool and float refused) in [0, 2**63).
+    - ``nul_character``: ``location``, ``author_id``, ``created_at`` or ``lang`` holds U+0000.
 
     Other keys are optional and never make a record invalid: ``author_id`` and ``text``
     default to "" and ``lang`` to None when not strings; ``hashtags`` keeps its string items
@@ -239,21 +240,23 @@ def _flat_from_api(obj: dict[str, Any]) -> FlatTweet:
     tweet, user = _models(data, user_data, created_at=_format_utc(created_at))
     entities = tweet.entities if isinstance(tweet.entities, dict) else {}
     hashtags = entities.get("hashtags")
-    return FlatTweet(
-        tweet_id=tweet_id,  # the original digits: tweepy's int would drop leading zeros
-        created_at=_format_utc(tweet.created_at),
-        author_id=author_id,
-        location=location_key(user.location),
-        followers_count=user.public_metrics["followers_count"],
-        like_count=tweet.public_metrics["like_count"],
-        retweet_count=tweet.public_metrics["retweet_count"],
-        hashtags=tuple(
-            _scrub(tag["tag"])
-            for tag in (hashtags if isinstance(hashtags, list) else [])
-            if isinstance(tag, dict) and isinstance(tag.get("tag"), str)
-        ),
-        lang=_scrub(tweet.lang) if isinstance(tweet.lang, str) else None,
-        text=_scrub(tweet.text),
+    return _refuse_nul(
+        FlatTweet(
+            tweet_id=tweet_id,  # the original digits: tweepy's int would drop leading zeros
+            created_at=_format_utc(tweet.created_at),
+            author_id=author_id,
+            location=location_key(user.location),
+            followers_count=user.public_metrics["followers_count"],
+            like_count=tweet.public_metrics["like_count"],
+            retweet_count=tweet.public_metrics["retweet_count"],
+            hashtags=tuple(
+                _scrub(tag["tag"])
+                for tag in (hashtags if isinstance(hashtags, list) else [])
+                if isinstance(tag, dict) and isinstance(tag.get("tag"), str)
+            ),
+            lang=_scrub(tweet.lang) if isinstance(tweet.lang, str) else None,
+            text=_scrub(tweet.text),
+        )
     )
 
 
@@ -293,22 +296,38 @@ def _flat_from_record(obj: dict[str, Any]) -> FlatTweet:
     author_id, hashtags, lang, text = (
         obj.get(k) for k in ("author_id", "hashtags", "lang", "text")
     )
-    return FlatTweet(
-        tweet_id=tweet_id,
-        created_at=_scrub(created_at),
-        author_id=_scrub(author_id) if isinstance(author_id, str) else "",
-        location=_scrub(location),
-        followers_count=followers,
-        like_count=likes,
-        retweet_count=retweets,
-        hashtags=tuple(
-            _scrub(tag)
-            for tag in (hashtags if isinstance(hashtags, list) else [])
-            if isinstance(tag, str)
-        ),
-        lang=_scrub(lang) if isinstance(lang, str) else None,
-        text=_scrub(text) if isinstance(text, str) else "",
+    return _refuse_nul(
+        FlatTweet(
+            tweet_id=tweet_id,
+            created_at=_scrub(created_at),
+            author_id=_scrub(author_id) if isinstance(author_id, str) else "",
+            location=_scrub(location),
+            followers_count=followers,
+            like_count=likes,
+            retweet_count=retweets,
+            hashtags=tuple(
+                _scrub(tag)
+                for tag in (hashtags if isinstance(hashtags, list) else [])
+                if isinstance(tag, str)
+            ),
+            lang=_scrub(lang) if isinstance(lang, str) else None,
+            text=_scrub(text) if isinstance(text, str) else "",
+        )
     )
+
+
+def _refuse_nul(flat: FlatTweet) -> FlatTweet:
+    """Reject a NUL character in the fields the warehouse stores: SQL text cannot hold one.
+
+    An extension of the contract (reason ``nul_character``): PostgreSQL and Redshift refuse
+    U+0000 in TEXT, so such a record could never reach the batch view; refusing it at the
+    door keeps every layer in agreement. ``text`` may keep it: no layer stores the text.
+    """
+    for name in ("location", "author_id", "created_at", "lang"):
+        value = getattr(flat, name)
+        if value is not None and "\x00" in value:
+            raise InvalidRecord("nul_character", f"{name} contains a NUL character (U+0000)")
+    return flat
 
 
 def _decode(raw: bytes | str) -> str:

@@ -51,7 +51,9 @@ class DemoResult:
     top: pd.DataFrame = field(repr=False)
 
 
-def _sample(timeline: list[dict], clock: SimulatedClock, started: float, settings: Settings) -> None:
+def _sample(
+    timeline: list[dict], clock: SimulatedClock, started: float, settings: Settings
+) -> None:
     """One timeline row: the serving totals split into batch and speed parts, and freshness."""
     parts = serving.totals(settings)
     conn = warehouse.connect(settings)
@@ -150,4 +152,3 @@ def run_demo(
         seconds=seconds,
         top=top,
     )
-

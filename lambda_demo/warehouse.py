@@ -28,7 +28,7 @@ _MEASURE_COLUMNS = ",\n    ".join(f"{name} BIGINT NOT NULL" for name in view.MEA
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS raw_tweets (
-    tweet_id BIGINT NOT NULL,
+    tweet_id TEXT NOT NULL,  -- identity is the digit string: "07" and "7" are two tweets
     ingest_ts TIMESTAMPTZ NOT NULL,
     ingest_day DATE NOT NULL,
     kafka_partition INT NOT NULL,

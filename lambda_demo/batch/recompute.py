@@ -83,7 +83,8 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
             )
             cur.execute("DELETE FROM batch_view WHERE run_id <> %s", (run_id,))
             cur.execute(
-                "SELECT COUNT(*), COALESCE(SUM(tweet_count), 0) FROM batch_view WHERE run_id = %s",
+                "SELECT COUNT(*), CAST(COALESCE(SUM(tweet_count), 0) AS BIGINT) "
+                "FROM batch_view WHERE run_id = %s",
                 (run_id,),
             )
             locations, tweets = cur.fetchone()

@@ -141,31 +141,22 @@ def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quaran
             continue
         rows.append(
             (
-                int(flat.tweet_id),
+                flat.tweet_id,
                 ingest_ts,
                 ingest_ts.date(),
                 line["partition"],
                 line["offset"],
-                _text(flat.created_at),
-                _text(flat.author_id),
-                _text(flat.location),
+                flat.created_at,
+                flat.author_id,
+                flat.location,
                 flat.followers_count,
                 flat.like_count,
                 flat.retweet_count,
-                None if flat.lang is None else _text(flat.lang),
+                flat.lang,
                 object_key,
             )
         )
     return rows, rejected
-
-
-def _text(value: str) -> str:
-    """PostgreSQL text cannot hold U+0000, which valid JSON can (``"\\u0000"``).
-
-    It becomes U+FFFD, as the contract does with lone surrogates; refusing the record instead
-    would drop a tweet the speed layer counts.
-    """
-    return value.replace("\x00", "\ufffd")
 
 
 def csv_rows(rows: list[Row]) -> str:

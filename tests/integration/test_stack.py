@@ -47,7 +47,7 @@ def test_kafka_group_resumes_after_committed_offsets(settings: Settings) -> None
 
 def test_s3_put_list_get(settings: Settings) -> None:
     client = storage.s3_client(settings)
-    body = "Zürich 🌍; \"quoted\"\n".encode()
+    body = 'Zürich 🌍; "quoted"\n'.encode()
     client.put_object(Bucket=settings.s3_bucket, Key="a/b.txt", Body=body)
     listed = client.list_objects_v2(Bucket=settings.s3_bucket, Prefix="a/")
     assert [o["Key"] for o in listed["Contents"]] == ["a/b.txt"]

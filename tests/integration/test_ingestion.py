@@ -1,0 +1,132 @@
+"""Replay into the real Kafka: exactly the valid records in `tweets`, the rest in the DLQ."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+from kafka import TopicPartition
+
+from lambda_demo import kafka_io
+from lambda_demo.replay import SAMPLE_FILE, replay
+from lambda_demo.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _all_records(settings: Settings, topic: str) -> list:
+    consumer = kafka_io.consumer(settings, consumer_timeout_ms=3000)
+    with contextlib.closing(consumer):
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        return list(consumer)
+
+
+def _expected(lines: list[bytes]) -> tuple[dict[int, int], set[int]]:
+    """Independent expectations: valid line -> ingest ms (a running max of created_at)."""
+    valid: dict[int, int] = {}
+    invalid: set[int] = set()
+    clock = None
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            data = record["data"]
+            created = datetime.strptime(data["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            created = created.replace(tzinfo=UTC)
+            users = {u["id"]: u for u in record["includes"]["users"]}
+            metrics = data["public_metrics"]
+            followers = users[data["author_id"]]["public_metrics"]["followers_count"]
+            counts = [metrics["retweet_count"], metrics["like_count"], followers]
+            ok = (
+                data["id"].isascii()
+                and data["id"].isdigit()
+                and all(type(c) is int and c >= 0 for c in counts)
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            created, ok = None, False
+        if created is not None:
+            clock = created if clock is None else max(clock, created)
+        if ok:
+            valid[number] = int(clock.timestamp() * 1000)
+        else:
+            invalid.add(number)
+    return valid, invalid
+
+
+@pytest.fixture(scope="module")
+def sample_lines() -> list[bytes]:
+    with gzip.open(SAMPLE_FILE, "rb") as handle:
+        return [line.rstrip(b"\n") for line in handle]
+
+
+def test_replay_splits_valid_and_invalid_with_ingest_times(
+    settings: Settings, sample_lines: list[bytes]
+) -> None:
+    counts = replay(settings=settings, progress=False)
+    valid, invalid = _expected(sample_lines)
+    assert counts.as_dict() == {
+        "read": len(valid) + len(invalid),
+        "produced": len(valid),
+        "dead_lettered": len(invalid),
+    }
+    tweets = _all_records(settings, settings.topic)
+    got = {int(dict(r.headers)["replay-line"]): r for r in tweets}
+    assert len(got) == len(tweets), "a line was delivered twice"
+    assert set(got) == set(valid)
+    assert {n: r.timestamp for n, r in got.items()} == valid
+    for n, record in got.items():
+        assert record.key == json.loads(sample_lines[n])["data"]["id"].encode()
+        assert json.loads(record.value)["v"] == 1
+
+    dlq = _all_records(settings, settings.dlq_topic)
+    dead = {int(dict(r.headers)["replay-line"]): r for r in dlq}
+    assert set(dead) == invalid
+    for n, record in dead.items():
+        assert record.value == sample_lines[n], "the DLQ keeps the original bytes"
+        assert dict(record.headers)["reason"]
+
+    # A second run of the same replay finds everything already in Kafka.
+    assert replay(settings=settings, progress=False).as_dict() == {
+        "read": 0,
+        "produced": 0,
+        "dead_lettered": 0,
+    }
+
+
+def test_interrupted_replay_resumes_without_duplicates(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    command = [sys.executable, "-m", "lambda_demo.cli", "replay", "--speedup", "0", "--json"]
+    process = subprocess.Popen(command, env=cli_env, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        consumer = kafka_io.consumer(settings)
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
+        produced = sum(consumer.end_offsets(partitions).values())
+        consumer.close()
+        if produced > 2000:
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = len(_all_records(settings, settings.topic))
+    assert partial > 0
+
+    counts = replay(settings=settings, progress=False)
+    tweets = _all_records(settings, settings.topic)
+    lines = [int(dict(r.headers)["replay-line"]) for r in tweets]
+    assert len(lines) == len(set(lines)), "resumed replay duplicated records"
+    valid = counts.produced + partial
+    assert len(tweets) == valid
+    assert partial < valid

@@ -8,6 +8,7 @@ directory, so tests never see each other's data.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +18,25 @@ import pytest
 from lambda_demo.settings import Settings
 
 
+def new_home() -> Path:
+    """A fresh LAMBDA_DEMO_HOME outside pytest's tmp tree.
+
+    Under root, PostgreSQL runs as an unprivileged user that must traverse the path, and
+    pytest resets its own ``pytest-of-<user>`` folder to mode 0700 at every start.
+    """
+    return Path(tempfile.mkdtemp(prefix="lambda-demo-test-"))
+
+
 @pytest.fixture(scope="session")
-def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Start the embedded stack once for the session and stop it at the end."""
+def stack_home() -> Iterator[Path]:
+    """Start the embedded stack once for the session; stop and delete it at the end."""
     from lambda_demo import stack
 
-    home = tmp_path_factory.mktemp("lambda-demo-home")
+    home = new_home()
     settings = Settings(home=home)
     stack.up(settings)
     yield home
-    stack.down(settings)
+    stack.reset(settings)
 
 
 def isolated_settings(home: Path, **overrides: object) -> Settings:

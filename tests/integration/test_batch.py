@@ -458,3 +458,16 @@ def test_concurrent_runs_wait_for_each_other_and_never_corrupt(settings: Setting
     assert [(p, o) for p, o, *_ in raw_deliveries(settings)] == valid_deliveries(sent)
     pd.testing.assert_frame_equal(current_view(settings), expected_view(sent, CUTOFF))
     assert len(query(settings, "SELECT DISTINCT run_id FROM batch_view")) == 1
+
+
+def test_an_empty_topic_cuts_at_today_and_yields_an_empty_view(settings: Settings) -> None:
+    assert pipeline_day(settings) == datetime.now(UTC).date()
+
+    summary = run_batch(settings, progress=False)
+
+    assert (summary.records_archived, summary.rows_loaded, summary.locations) == (0, 0, 0)
+    assert summary.tweets_in_view == 0
+    assert query(settings, "SELECT run_id, cutoff_day FROM batch_meta") == [
+        (summary.run_id, summary.cutoff)
+    ]
+    assert "0 distinct tweets" in str(summary)

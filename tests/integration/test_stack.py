@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import new_home
 from kafka import TopicPartition
 
 from lambda_demo import kafka_io, stack, storage, warehouse
@@ -87,9 +88,9 @@ def test_spark_reads_exactly_what_was_produced(settings: Settings, spark) -> Non
     assert spark.sql(f"SELECT count(*) AS n FROM {name}").first().n == 137
 
 
-def test_state_survives_down_and_up(tmp_path: Path) -> None:
+def test_state_survives_down_and_up() -> None:
     """A stack of its own: stop it and start it again, and every service still has the data."""
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=new_home())
     stack.up(settings)
     try:
         producer = kafka_io.producer(settings)
@@ -124,7 +125,7 @@ def test_state_survives_down_and_up(tmp_path: Path) -> None:
             assert cur.fetchall() == [("kept",)]
         conn.close()
     finally:
-        stack.down(settings)
+        stack.reset(settings)
 
 
 def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None:

@@ -10,6 +10,7 @@ and the image must be installed from ``pyproject.toml`` alone.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -129,6 +130,15 @@ def read_env_file(path: Path) -> tuple[dict[str, str], set[str]]:
         else:
             active[match[2]] = match[3].strip()
     return active, documented
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No LAMBDA_DEMO_* variable and no .env file: Settings sees only what a test passes."""
+    for name in [n for n in os.environ if n.startswith("LAMBDA_DEMO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
 
 
 @pytest.fixture(scope="module")
@@ -336,11 +346,17 @@ def test_compose_validates_against_the_compose_specification(
 def test_the_schema_check_is_not_vacuous(
     compose_validator: Draft202012Validator, compose: dict[str, Any]
 ) -> None:
-    broken = json.loads(json.dumps(compose))
-    broken["services"]["kafka"]["healthcheck"]["retries"] = "many"
-    broken["services"]["jupyter"]["depends_on"]["kafka"]["condition"] = "service_ready"
-    broken["services"]["postgres"]["volumes"] = "postgres-data"
-    assert len(_schema_errors(compose_validator, broken)) >= 3
+    """Each typical slip on its own is rejected."""
+    mistakes = [
+        ("kafka", lambda s: s.update(healtcheck=s.pop("healthcheck"))),  # misspelt key
+        ("jupyter", lambda s: s["depends_on"]["kafka"].update(condition="service_ready")),
+        ("postgres", lambda s: s.update(volumes="postgres-data")),  # not a list
+        ("minio", lambda s: s.update(ports="9000:9000")),  # not a list
+    ]
+    for name, mistake in mistakes:
+        broken = json.loads(json.dumps(compose))
+        mistake(broken["services"][name])
+        assert _schema_errors(compose_validator, broken), name
 
 
 def test_interpolation_needs_exactly_the_credentials(raw: dict[str, Any]) -> None:
@@ -380,18 +396,15 @@ def _host_port(address: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def test_docker_profile_resolves_to_the_compose_addresses(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("LAMBDA_DEMO_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    endpoints = Settings(profile="docker", warehouse_password="x", _env_file=None).endpoints()
+@pytest.mark.usefixtures("clean_env")
+def test_docker_profile_resolves_to_the_compose_addresses() -> None:
+    password = "pw-only-in-this-test"
+    endpoints = Settings(profile="docker", warehouse_password=password, _env_file=None).endpoints()
     assert endpoints.kafka_bootstrap == "kafka:9092" == DOCKER_ADDRESSES["kafka_bootstrap"]
     assert endpoints.s3_endpoint == "http://minio:9000" == DOCKER_ADDRESSES["s3_endpoint"]
     assert (endpoints.warehouse_host, endpoints.warehouse_port) == ("postgres", 5432)
-    assert endpoints.warehouse_password == "x"
-    assert "x" not in repr(endpoints).replace("x=", "")  # no secret in the repr
+    assert endpoints.warehouse_password == password
+    assert password not in repr(endpoints)
 
 
 def test_kafka_bootstrap_is_the_in_network_listener(compose: dict[str, Any]) -> None:
@@ -603,7 +616,7 @@ def test_lambda_services_use_the_docker_profile_without_overrides(raw: dict[str,
 
 
 def test_credentials_reach_servers_and_settings_alike(
-    raw: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    raw: dict[str, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     env = {name: f"value-of-{name.lower()}" for name in CREDENTIAL_VARS}
     services = interpolate(raw, env)["services"]
@@ -614,13 +627,11 @@ def test_credentials_reach_servers_and_settings_alike(
         assert container_env["LAMBDA_DEMO_S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
         assert container_env["LAMBDA_DEMO_S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
         assert container_env["LAMBDA_DEMO_WAREHOUSE_PASSWORD"] == postgres["POSTGRES_PASSWORD"]
-        # What lambda_demo resolves inside that container.
-        for var in [v for v in __import__("os").environ if v.startswith("LAMBDA_DEMO_")]:
-            monkeypatch.delenv(var)
-        for var, value in container_env.items():
-            monkeypatch.setenv(var, str(value))
-        monkeypatch.chdir(tmp_path)
-        endpoints = Settings(_env_file=None).endpoints()
+        # What lambda_demo resolves inside that container, from its environment alone.
+        with clean_env.context() as container:
+            for var, value in container_env.items():
+                container.setenv(var, str(value))
+            endpoints = Settings(_env_file=None).endpoints()
         assert endpoints.kafka_bootstrap == DOCKER_ADDRESSES["kafka_bootstrap"]
         assert endpoints.s3_endpoint == DOCKER_ADDRESSES["s3_endpoint"]
         assert endpoints.warehouse_host == DOCKER_ADDRESSES["warehouse_host"]
@@ -782,10 +793,8 @@ def test_the_real_env_file_is_git_ignored() -> None:
 # ==========================================================================================
 
 
-def test_readme_shows_the_real_endpoints(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("LAMBDA_DEMO_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.usefixtures("clean_env")
+def test_readme_shows_the_real_endpoints() -> None:
     readme = README.read_text()
     in_network = Settings(profile="docker", _env_file=None).endpoints()
     from_host = Settings(

@@ -122,11 +122,12 @@ class Settings(BaseSettings):
             "warehouse_password": _reveal(self.warehouse_password),
         }
         base.update({key: value for key, value in explicit.items() if value is not None})
-        missing = [
-            key
-            for key in ("kafka_bootstrap", "warehouse_host", "warehouse_port")
-            if base.get(key) is None
-        ]
+        required = ["kafka_bootstrap", "warehouse_host", "warehouse_port"]
+        if self.profile == "docker":
+            # Without explicit keys boto3 would fall back to ~/.aws and send real AWS
+            # credentials to MinIO; the Compose env file always provides these.
+            required += ["s3_access_key", "s3_secret_key", "warehouse_password"]
+        missing = [key for key in required if base.get(key) is None]
         if missing:
             names = ", ".join(f"LAMBDA_DEMO_{key.upper()}" for key in missing)
             raise SettingsError(f"Profile {self.profile!r} needs {names}: set them in the env.")

@@ -142,10 +142,9 @@ def archive(
     try:
         partitions = _partitions(consumer, settings.topic)
         targets = consumer.end_offsets(partitions)
-        starts = {
-            tp: max(consumer.committed(tp) or 0, archived_up_to.get(tp.partition, 0))
-            for tp in partitions
-        }
+        # S3 alone decides where to resume: trusting a committed offset beyond what the
+        # bucket holds (a new or emptied bucket) would silently skip records.
+        starts = {tp: archived_up_to.get(tp.partition, 0) for tp in partitions}
         total = sum(max(0, targets[tp] - starts[tp]) for tp in partitions)
         with tqdm(total=total, desc="archive", unit="rec", disable=not progress) as bar:
             for tp in partitions:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from lambda_demo.errors import SettingsError
 from lambda_demo.settings import DOCKER_ADDRESSES, Settings
 from lambda_demo.stack.jvm import KAFKA_VERSION
 
@@ -396,15 +397,22 @@ def _host_port(address: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+_CREDENTIALS = {
+    "s3_access_key": "key-only-in-this-test",
+    "s3_secret_key": "secret-only-in-this-test",
+    "warehouse_password": "pw-only-in-this-test",
+}
+
+
 @pytest.mark.usefixtures("clean_env")
 def test_docker_profile_resolves_to_the_compose_addresses() -> None:
-    password = "pw-only-in-this-test"
-    endpoints = Settings(profile="docker", warehouse_password=password, _env_file=None).endpoints()
+    endpoints = Settings(profile="docker", _env_file=None, **_CREDENTIALS).endpoints()
+    assert endpoints.warehouse_password == _CREDENTIALS["warehouse_password"]
     assert endpoints.kafka_bootstrap == "kafka:9092" == DOCKER_ADDRESSES["kafka_bootstrap"]
     assert endpoints.s3_endpoint == "http://minio:9000" == DOCKER_ADDRESSES["s3_endpoint"]
     assert (endpoints.warehouse_host, endpoints.warehouse_port) == ("postgres", 5432)
-    assert endpoints.warehouse_password == password
-    assert password not in repr(endpoints)
+    assert endpoints.warehouse__CREDENTIALS["warehouse_password"] == password
+    assert _CREDENTIALS["warehouse_password"] not in repr(endpoints)
 
 
 def test_kafka_bootstrap_is_the_in_network_listener(compose: dict[str, Any]) -> None:
@@ -796,8 +804,9 @@ def test_the_real_env_file_is_git_ignored() -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_readme_shows_the_real_endpoints() -> None:
     readme = README.read_text()
-    in_network = Settings(profile="docker", _env_file=None).endpoints()
+    in_network = Settings(profile="docker", _env_file=None, **_CREDENTIALS).endpoints()
     from_host = Settings(
+        **_CREDENTIALS,
         profile="docker",
         kafka_bootstrap="localhost:29092",
         s3_endpoint="http://localhost:9000",
@@ -808,3 +817,10 @@ def test_readme_shows_the_real_endpoints() -> None:
     assert repr(from_host) in readme
     for command in ("--env-file docker/.env up -d", "logs -f replayer", "down -v"):
         assert command in readme, command
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_docker_profile_refuses_to_run_without_credentials() -> None:
+    """Missing keys would make boto3 fall back to ~/.aws and send real keys to MinIO."""
+    with pytest.raises(SettingsError, match="LAMBDA_DEMO_S3_ACCESS_KEY"):
+        Settings(profile="docker", _env_file=None).endpoints()

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
+
+# A batch run starts this long (simulated) after midnight, so the records sent just before
+# midnight have surely reached Kafka: a real batch job also waits for stragglers.
+BATCH_GRACE = timedelta(minutes=15)
 
 
 @dataclass
@@ -110,26 +114,32 @@ def run_demo(
     player = threading.Thread(target=play, name="replay", daemon=True)
     batches: list[BatchSummary] = []
     timeline: list[dict] = []
-    last_cutoff: date | None = None
+    covered: date | None = None  # the day the batch view covers up to (exclusive)
+
+    def batch_if_new_day(now: datetime | None) -> None:
+        nonlocal covered
+        if now is None:
+            return
+        day = (now - BATCH_GRACE).astimezone(UTC).date()
+        if covered is None:
+            covered = day  # the replay's first day: nothing before it to absorb
+        elif day > covered:
+            say(f"simulated midnight -> batch run with cutoff {day}")
+            batches.append(run_batch(settings, cutoff=day, progress=False))
+            covered = day
+
     try:
         player.start()
         next_sample = 0.0
         while player.is_alive():
             player.join(timeout=0.5)
-            today = clock.now.astimezone(UTC).date() if clock.now else None
-            if today is not None and last_cutoff is not None and today > last_cutoff:
-                say(f"simulated midnight -> batch run with cutoff {today}")
-                batches.append(run_batch(settings, cutoff=today, progress=False))
-            if today is not None and (last_cutoff is None or today > last_cutoff):
-                last_cutoff = today
+            batch_if_new_day(clock.now)
             if time.monotonic() >= next_sample:
                 _sample(timeline, clock, started, settings)
                 next_sample = time.monotonic() + sample_every_seconds
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
-        if last_cutoff is not None and not batches:
-            # A re-run (nothing new to replay) still brings the batch view up to the clock.
-            batches.append(run_batch(settings, cutoff=last_cutoff, progress=False))
+        batch_if_new_day(clock.now + BATCH_GRACE if clock.now else None)
         say("replay finished; letting the speed layer catch up...")
         for query in queries:
             query.processAllAvailable()

@@ -1,0 +1,339 @@
+"""Small read-only windows into the running pipeline, for the notebooks.
+
+The layers themselves never need these: they exist so a learner can *look* at what each
+layer wrote (Kafka records, S3 objects, warehouse rows) as a pandas DataFrame, in one call
+instead of ten lines of client code that would hide the point of the cell. Every path a
+helper prints is relative to the repository, so committed notebook outputs stay free of
+local paths; nothing here prints a credential.
+
+The one helper that writes, `reset_namespace`, wipes a single namespace (topic, bucket,
+schema, checkpoints) so notebook 05 can replay the whole loop from an empty pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import shutil
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kafka import TopicPartition
+
+from lambda_demo import kafka_io, storage, warehouse
+from lambda_demo.clock import from_millis
+from lambda_demo.settings import REPO_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from pyspark.sql import SparkSession
+
+    from lambda_demo.stack.manager import ServiceStatus
+
+logger = logging.getLogger(__name__)
+
+
+def setup_notebook() -> None:
+    """Display and logging defaults, set once at the top of every notebook.
+
+    Wide tables without wrapping, a readable plot size, and only warnings from the libraries
+    (Kafka's client and py4j log every connection at INFO, which buries the outputs).
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    pd.set_option("display.max_columns", 20)
+    pd.set_option("display.width", 120)
+    pd.set_option("display.max_colwidth", 60)
+    plt.rcParams["figure.figsize"] = (10, 4)
+    plt.rcParams["figure.dpi"] = 90
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("kafka", "py4j", "botocore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # Environment warnings (a missing XDG_RUNTIME_DIR, ...) would print local paths.
+    warnings.filterwarnings("ignore", module="platformdirs")
+
+
+def relative(path: Path | str) -> str:
+    """``path`` relative to the repository when inside it, so outputs hold no local paths."""
+    path = Path(path)
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(REPO_ROOT.resolve()))
+    return path.name
+
+
+def start_spark(settings: Settings | None = None) -> SparkSession:
+    """`lambda_demo.spark.get_spark`, with the JVM's own console output sent to a log file.
+
+    Spark's JVM writes its start-up chatter (Ivy resolution, log4j warnings, local paths)
+    straight to the process's stdout and stderr, which Jupyter shows under the cell. The JVM
+    inherits those file descriptors when it starts, so pointing them at
+    ``$LAMBDA_DEMO_HOME/logs/spark.log`` for the duration of the start is enough: later
+    streaming queries reuse this session (``getOrCreate``) and log there too.
+    """
+    import os
+    import sys
+
+    from lambda_demo.spark import get_spark
+
+    settings = settings or get_settings()
+    log_file = settings.home / "logs" / "spark.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with log_file.open("ab") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            return get_spark(settings)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def status_table(statuses: list[ServiceStatus]) -> pd.DataFrame:
+    """``stack.status()`` as a table: service, address, version, up (no secrets in it)."""
+    import pandas as pd
+
+    rows = [
+        {"service": s.name, "address": s.address, "version": s.version, "up": s.up}
+        for s in statuses
+    ]
+    return pd.DataFrame(rows).set_index("service")
+
+
+def topic_offsets(topic: str | None = None, *, settings: Settings | None = None) -> pd.DataFrame:
+    """Per partition of ``topic``: first and next offset, so ``records = end - begin``."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    topic = topic or settings.topic
+    consumer = kafka_io.consumer(settings)
+    with contextlib.closing(consumer):
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        begins = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+    rows = [
+        {
+            "partition": tp.partition,
+            "begin": begins[tp],
+            "end": ends[tp],
+            "records": ends[tp] - begins[tp],
+        }
+        for tp in partitions
+    ]
+    return pd.DataFrame(rows).set_index("partition")
+
+
+def peek_topic(
+    topic: str | None = None,
+    *,
+    limit: int = 5,
+    partition: int | None = None,
+    from_offset: int = 0,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """The first ``limit`` records of each partition (or one partition) as a DataFrame.
+
+    Columns are what a consumer sees: partition, offset, the record timestamp (here the
+    ingest time), the key, the value as text and the headers. Read with ``assign`` + ``seek``
+    and no consumer group, so peeking changes nobody's committed offsets.
+    """
+    import pandas as pd
+
+    settings = settings or get_settings()
+    topic = topic or settings.topic
+    consumer = kafka_io.consumer(settings)
+    rows: list[dict[str, object]] = []
+    with contextlib.closing(consumer):
+        ids = sorted(consumer.partitions_for_topic(topic) or [])
+        chosen = [TopicPartition(topic, p) for p in ids if partition in (None, p)]
+        ends = consumer.end_offsets(chosen)
+        for tp in chosen:
+            stop = min(ends[tp], from_offset + limit)
+            if from_offset >= stop:
+                continue
+            consumer.assign([tp])
+            consumer.seek(tp, from_offset)
+            deadline = time.monotonic() + 15
+            while consumer.position(tp) < stop and time.monotonic() < deadline:
+                for record in consumer.poll(timeout_ms=500).get(tp, []):
+                    if record.offset < stop:
+                        rows.append(_record_row(record))
+    columns = ["partition", "offset", "timestamp", "key", "value", "headers"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _record_row(record) -> dict[str, object]:
+    return {
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": from_millis(record.timestamp),
+        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "value": record.value.decode("utf-8", "replace") if record.value is not None else None,
+        "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers or []},
+    }
+
+
+def dead_letters(*, settings: Settings | None = None, limit: int = 10_000) -> pd.DataFrame:
+    """Records of the dead-letter topic with the ``reason`` and ``detail`` headers as columns."""
+    settings = settings or get_settings()
+    frame = peek_topic(settings.dlq_topic, limit=limit, settings=settings)
+    frame["reason"] = [h.get("reason") for h in frame["headers"]]
+    frame["detail"] = [h.get("detail") for h in frame["headers"]]
+    return frame[["partition", "offset", "timestamp", "reason", "detail", "value"]]
+
+
+def list_objects(prefix: str = "", *, settings: Settings | None = None) -> pd.DataFrame:
+    """Every object under ``prefix`` in the bucket: key, size in bytes, last modified."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    client = storage.s3_client(settings)
+    rows = []
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.s3_bucket, Prefix=prefix
+    )
+    for page in pages:
+        for item in page.get("Contents", []):
+            if not item["Key"].endswith("/"):  # directory markers of filesystem-backed S3
+                rows.append({"key": item["Key"], "size_bytes": item["Size"]})
+    return pd.DataFrame(rows, columns=["key", "size_bytes"])
+
+
+def read_object_lines(
+    key: str, *, limit: int = 5, settings: Settings | None = None
+) -> pd.DataFrame:
+    """The first ``limit`` JSON lines of a gzipped master-dataset object, as a DataFrame."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=key)["Body"]
+    lines = gzip.decompress(body.read()).split(b"\n")
+    return pd.DataFrame([json.loads(line) for line in lines[:limit] if line])
+
+
+def sql(query: str, params: tuple | dict | None = None, *, settings: Settings | None = None):
+    """Run one read-only query in the warehouse and return the rows as a DataFrame."""
+    import pandas as pd
+
+    conn = warehouse.connect(settings or get_settings())
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            columns = [d.name for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=columns)
+    finally:
+        conn.close()
+
+
+def sample_file(
+    name: str,
+    *,
+    tweets: int,
+    days: int,
+    seed: int,
+    start: datetime,
+    settings: Settings | None = None,
+) -> Path:
+    """A generated sample under ``$LAMBDA_DEMO_HOME/samples`` (written once; deterministic).
+
+    Notebooks need small extra streams; keeping them in the git-ignored home means a notebook
+    run leaves no stray files in the repository.
+    """
+    from lambda_demo import sample
+
+    settings = settings or get_settings()
+    path = settings.home / "samples" / name
+    if not path.exists():
+        sample.write(path, tweets=tweets, days=days, seed=seed, start=start)
+    return path
+
+
+def reset_namespace(settings: Settings, *, timeout_seconds: float = 60.0) -> None:
+    """Delete one pipeline's topics, objects, warehouse schema and checkpoints, then recreate.
+
+    Only the names in ``settings`` are touched, so another namespace on the same stack (the
+    default one used by notebooks 01-04) keeps its data. Kafka deletes topics
+    asynchronously, so this waits until they are gone before creating them again.
+    """
+    from kafka.errors import UnknownTopicOrPartitionError
+    from psycopg2 import sql as pgsql
+
+    topics = [settings.topic, settings.dlq_topic]
+    client = kafka_io.admin(settings)
+    with contextlib.closing(client):
+        present = [t for t in topics if t in set(client.list_topics())]
+        if present:
+            with contextlib.suppress(UnknownTopicOrPartitionError):
+                client.delete_topics(present)
+        deadline = time.monotonic() + timeout_seconds
+        while set(topics) & set(client.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka did not delete {present} in {timeout_seconds:.0f} s")
+            time.sleep(0.5)
+    s3 = storage.s3_client(settings)
+    storage.ensure_bucket(settings)
+    for key in list_objects(settings=settings)["key"]:
+        s3.delete_object(Bucket=settings.s3_bucket, Key=key)
+    conn = warehouse.connect(settings, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            schema = pgsql.Identifier(settings.warehouse_schema)
+            cur.execute(pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+    finally:
+        conn.close()
+    shutil.rmtree(settings.checkpoints, ignore_errors=True)
+    _create_topics(settings, timeout_seconds=timeout_seconds)
+    warehouse.ensure_schema(settings)
+
+
+def _create_topics(settings: Settings, *, timeout_seconds: float) -> None:
+    """``ensure_topics``, repeated until both topics exist (a deletion may still finish)."""
+    wanted = {settings.topic, settings.dlq_topic}
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        with contextlib.suppress(Exception):
+            kafka_io.ensure_topics(settings)
+            client = kafka_io.admin(settings)
+            with contextlib.closing(client):
+                if wanted <= set(client.list_topics()):
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Kafka did not create {sorted(wanted)} in {timeout_seconds:.0f} s")
+        time.sleep(1.0)
+
+
+def day_boundary_figure(days: list[str], cutoff: str) -> Figure:
+    """Ingest days on a line, coloured by the layer that serves them for cutoff day D.
+
+    The picture behind the serving view's one rule: batch for days < D, speed for days >= D.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 1.8))
+    for index, day in enumerate(days):
+        batch = day < cutoff
+        ax.barh(0, 1, left=index, color="#DD8452" if batch else "#55A868", edgecolor="white")
+        layer = "batch view" if batch else "speed view"
+        ax.text(index + 0.5, 0, f"{day}\n{layer}", ha="center", va="center", color="white")
+    position = sorted([*days, cutoff]).index(cutoff)
+    ax.axvline(position, color="black", linestyle="--")
+    ax.text(position, 0.55, f"cutoff D = {cutoff}", ha="center")
+    ax.set_xlim(0, len(days))
+    ax.set_ylim(-0.5, 0.8)
+    ax.axis("off")
+    ax.set_title("A record's day is the UTC day of its Kafka ingest timestamp")
+    fig.tight_layout()
+    return fig

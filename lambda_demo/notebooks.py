@@ -1,0 +1,303 @@
+"""Keep the notebooks consistent: navigation cells, the contents page, one clean execution.
+
+Usage::
+
+    python -m lambda_demo.notebooks nav                 # navigation cells + notebooks/README.md
+    python -m lambda_demo.notebooks execute             # run every notebook in place
+    python -m lambda_demo.notebooks execute 02_batch_layer.ipynb   # just some of them
+
+``nav`` finds the numbered notebooks (``NN_name.ipynb``) by sorted file name, reads each
+one's title (its first heading, or a bold first line) and purpose (the italic line under it),
+and writes a navigation cell - previous / Contents / next - at the top of each. The cell is
+found again by a marker in its metadata (and in its text), so running ``nav`` twice changes
+nothing. Solutions in ``notebooks/solutions/`` get a cell pointing back to their notebook.
+It also regenerates ``notebooks/README.md``, the table of contents.
+
+``execute`` runs the numbered notebooks in order, then the solutions, each in a fresh
+``python3`` kernel started in the notebook's folder, and saves it in place - but only if no
+cell produced an error and no output holds a local path, so committed outputs always come
+from one clean run (``make notebooks`` resets the stack first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from lambda_demo.settings import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+SOLUTIONS_DIR = NOTEBOOKS_DIR / "solutions"
+NAV_MARKER = "<!-- lambda-demo:nav -->"
+"""Also written in the cell's text, so the cell is found even if an editor drops metadata."""
+NAV_METADATA_KEY = "lambda_demo"
+CELL_TIMEOUT_SECONDS = 900
+KERNEL_NAME = "python3"
+KERNELSPEC = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+
+_NUMBERED = re.compile(r"(\d{2})_[a-z0-9_]+\.ipynb")
+_SOLUTION = re.compile(r"(\d{2})_solutions\.ipynb")
+_HEADING = re.compile(r"#{1,6}\s+(.+)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_ITALIC = re.compile(r"_(.+)_|\*(.+)\*")
+_PART = re.compile(r"""draw\(\s*highlight\s*=\s*["'](\w+)["']""")
+_PART_NAMES = {
+    "all": "the whole architecture",
+    "ingestion": "ingestion (Kafka)",
+    "batch": "batch layer (S3 + warehouse)",
+    "speed": "speed layer (Spark Structured Streaming)",
+    "serving": "serving layer (SQL view)",
+}
+# Absolute local paths must never be committed in outputs.
+_LOCAL_PATHS = (str(REPO_ROOT), "/tmp/", "/root/", "/home/")
+
+
+@dataclass(frozen=True)
+class NotebookInfo:
+    """What the contents page and the navigation cells say about one notebook."""
+
+    path: Path
+    number: str
+    title: str
+    purpose: str
+    part: str
+
+
+def numbered_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    return sorted(p for p in folder.glob("*.ipynb") if _NUMBERED.fullmatch(p.name))
+
+
+def solution_notebooks(folder: Path = SOLUTIONS_DIR) -> list[Path]:
+    return sorted(p for p in folder.glob("*.ipynb") if _SOLUTION.fullmatch(p.name))
+
+
+def _is_nav(cell: nbformat.NotebookNode) -> bool:
+    marked = cell.get("metadata", {}).get(NAV_METADATA_KEY, {}).get("nav", False)
+    return bool(marked) or NAV_MARKER in cell.get("source", "")
+
+
+def _strip_markup(text: str) -> str:
+    return text.replace("**", "").replace("__", "").strip()
+
+
+def describe(path: Path) -> NotebookInfo:
+    """Title, purpose and architecture part of one notebook, read from its cells."""
+    nb = nbformat.read(path, as_version=4)
+    title, purpose = path.stem, ""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or _is_nav(cell):
+            continue
+        lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+        if not lines:
+            continue
+        heading = _HEADING.fullmatch(lines[0]) or _BOLD.fullmatch(lines[0])
+        if heading is None:
+            continue
+        title = _strip_markup(heading.group(1))
+        for line in lines[1:]:
+            italic = _ITALIC.fullmatch(line)
+            if italic:
+                purpose = (italic.group(1) or italic.group(2)).strip()
+                break
+        break
+    part = "all"
+    for cell in nb.cells:
+        found = _PART.search(cell.source) if cell.cell_type == "code" else None
+        if found:
+            part = found.group(1)
+            break
+    number = path.name[:2]
+    return NotebookInfo(path=path, number=number, title=title, purpose=purpose, part=part)
+
+
+def _nav_cell(source: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(source)
+    cell.id = "nav"
+    cell.metadata[NAV_METADATA_KEY] = {"nav": True}
+    return cell
+
+
+def _link(info: NotebookInfo, prefix: str = "") -> str:
+    return f"[{info.number} · {info.title}]({prefix}{info.path.name})"
+
+
+def nav_source(infos: list[NotebookInfo], index: int) -> str:
+    """``← previous | Contents | next →`` for the notebook at ``index``."""
+    parts = []
+    if index > 0:
+        parts.append(f"← {_link(infos[index - 1])}")
+    parts.append("[Contents](README.md)")
+    if index + 1 < len(infos):
+        parts.append(f"{_link(infos[index + 1])} →")
+    return f"{NAV_MARKER}\n" + " | ".join(parts)
+
+
+def _set_nav(path: Path, source: str) -> bool:
+    """Put the navigation cell first (replacing an old one); True if the file changed."""
+    nb = nbformat.read(path, as_version=4)
+    others = [cell for cell in nb.cells if not _is_nav(cell)]
+    current = [cell for cell in nb.cells if _is_nav(cell)]
+    unchanged = (
+        len(current) == 1
+        and nb.cells[0] is current[0]
+        and current[0].source == source
+        and current[0].get("id") == "nav"
+        and current[0].get("metadata", {}).get(NAV_METADATA_KEY, {}).get("nav")
+    )
+    if unchanged:
+        return False
+    nb.cells = [_nav_cell(source), *others]
+    _write(nb, path)
+    return True
+
+
+def _write(nb: nbformat.NotebookNode, path: Path) -> None:
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nbformat.validate(nb)
+    text = nbformat.writes(nb)
+    if not text.endswith("\n"):
+        text += "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def contents_page(infos: list[NotebookInfo], solutions: list[Path]) -> str:
+    """The text of ``notebooks/README.md``."""
+    solved = {path.name[:2]: path for path in solutions}
+    lines = [
+        "# Notebooks: the Lambda Architecture, step by step",
+        "",
+        "Run them in order; each one starts the embedded stack if needed and runs top to bottom",
+        "in a fresh kernel (`.venv/bin/jupyter lab notebooks/`). The committed outputs come from",
+        "one clean run of `make notebooks`. Each notebook ends with exercises; their solutions,",
+        "which finish in `assert`s, are in [`solutions/`](solutions/).",
+        "",
+        "| # | notebook | what it is about | architecture | solutions |",
+        "|---|---|---|---|---|",
+    ]
+    for info in infos:
+        solution = solved.get(info.number)
+        solution_link = f"[{solution.name}](solutions/{solution.name})" if solution else "-"
+        lines.append(
+            f"| {info.number} | [{info.title}]({info.path.name}) | {info.purpose} | "
+            f"{_PART_NAMES.get(info.part, info.part)} | {solution_link} |"
+        )
+    lines += [
+        "",
+        "This page and the navigation line at the top of each notebook are generated by",
+        "`python -m lambda_demo.notebooks nav`; edit the notebooks' titles, not this file.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def nav(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Insert or update every navigation cell and rewrite the contents page."""
+    numbered = numbered_notebooks(folder)
+    infos = [describe(path) for path in numbered]
+    changed = [path for i, path in enumerate(numbered) if _set_nav(path, nav_source(infos, i))]
+    by_number = {info.number: info for info in infos}
+    solutions = solution_notebooks(folder / "solutions")
+    for path in solutions:
+        info = by_number.get(path.name[:2])
+        back = f"← back to {_link(info, '../')}" if info else "← back"
+        if _set_nav(path, f"{NAV_MARKER}\n{back} | [Contents](../README.md)"):
+            changed.append(path)
+    readme = folder / "README.md"
+    text = contents_page(infos, solutions)
+    if not readme.exists() or readme.read_text(encoding="utf-8") != text:
+        readme.write_text(text, encoding="utf-8")
+        changed.append(readme)
+    return changed
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed or produced output that must not be committed; it was not saved."""
+
+
+def problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Why a notebook's outputs must not be saved: error outputs and local paths."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                found.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
+            text = json.dumps(output, ensure_ascii=False)
+            for local in _LOCAL_PATHS:
+                if local in text:
+                    found.append(f"cell {index}: output contains the local path {local!r}")
+    return found
+
+
+def execute_one(path: Path, *, timeout: int = CELL_TIMEOUT_SECONDS) -> float:
+    """Run one notebook in a fresh kernel in its own folder; save it only if it is clean."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        allow_errors=False,
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    started = time.monotonic()
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        raise NotebookError(f"{path.name} failed, not saved:\n{exc}") from exc
+    found = problems(nb)
+    if found:
+        raise NotebookError(f"{path.name} not saved:\n  " + "\n  ".join(found))
+    _write(nb, path)
+    return time.monotonic() - started
+
+
+def execute(names: Sequence[str] = (), folder: Path = NOTEBOOKS_DIR) -> dict[str, float]:
+    """Numbered notebooks in order, then the solutions; stop at the first failure."""
+    paths = numbered_notebooks(folder) + solution_notebooks(folder / "solutions")
+    if names:
+        paths = [p for p in paths if p.name in names or p.stem in names]
+    timings = {}
+    for path in paths:
+        label = path.relative_to(folder).as_posix()
+        print(f"executing {label} ...", flush=True)
+        timings[label] = execute_one(path)
+        print(f"  ok in {timings[label]:.0f} s", flush=True)
+    return timings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lambda_demo.notebooks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("nav", help="insert navigation cells and regenerate notebooks/README.md")
+    run = commands.add_parser("execute", help="run every notebook in place (clean outputs only)")
+    run.add_argument("names", nargs="*", help="only these notebooks (file names)")
+    args = parser.parse_args(argv)
+    if args.command == "nav":
+        for path in nav():
+            print(f"updated {path.relative_to(REPO_ROOT).as_posix()}")
+        return 0
+    try:
+        execute(args.names)
+    except NotebookError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

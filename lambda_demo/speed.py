@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from psycopg2.extras import execute_values
 
@@ -183,9 +183,19 @@ class QuarantineSink:
 
 
 def start_queries(
-    settings: Settings | None = None, *, once: bool = False, trigger_seconds: float | None = None
+    settings: Settings | None = None,
+    *,
+    once: bool = False,
+    trigger_seconds: float | None = None,
+    aggregate: Callable[[DataFrame], DataFrame] = speed_aggregates,
+    checkpoint_name: str = "speed_view",
 ) -> list[StreamingQuery]:
-    """Start both streaming queries; ``once`` processes what is available, then stops."""
+    """Start both streaming queries; ``once`` processes what is available, then stops.
+
+    ``aggregate`` and ``checkpoint_name`` exist for notebook 06, which deploys a deliberately
+    wrong aggregation and then the fixed one: a changed query needs a new checkpoint, and
+    because the sink writes absolute values, the fixed query simply overwrites the bad rows.
+    """
     from pyspark.sql import functions as F
 
     settings = settings or get_settings()
@@ -199,11 +209,11 @@ def start_queries(
     )
     parsed = parsed_stream(spark, settings)
     view_query = (
-        speed_aggregates(parsed)
-        .writeStream.queryName(f"speed_view_{settings.warehouse_schema}")
+        aggregate(parsed)
+        .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
         .outputMode("update")
-        .foreachBatch(SpeedViewSink(settings, checkpoints / "speed_view"))
-        .option("checkpointLocation", str(checkpoints / "speed_view"))
+        .foreachBatch(SpeedViewSink(settings, checkpoints / checkpoint_name))
+        .option("checkpointLocation", str(checkpoints / checkpoint_name))
         .trigger(**trigger)
         .start()
     )
@@ -219,10 +229,14 @@ def start_queries(
 
 
 def run_speed(
-    settings: Settings | None = None, *, once: bool = False, trigger_seconds: float | None = None
+    settings: Settings | None = None,
+    *,
+    once: bool = False,
+    trigger_seconds: float | None = None,
+    **query_options: Any,
 ) -> None:
     """``lambda-demo speed``: run until Ctrl-C/SIGTERM (or once), stopping cleanly."""
-    queries = start_queries(settings, once=once, trigger_seconds=trigger_seconds)
+    queries = start_queries(settings, once=once, trigger_seconds=trigger_seconds, **query_options)
     try:
         if once:
             for query in queries:

@@ -13,6 +13,7 @@ $(BIN)/lambda-demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/lambda-demo prefetch
 	@touch $@
 
 env: $(BIN)/lambda-demo  ## create .venv with the package and its dev tools

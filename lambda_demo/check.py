@@ -107,9 +107,11 @@ class CheckResult:
     def __str__(self) -> str:
         if self.ok:
             return f"check: OK - {self.locations} locations, {self.tweets} tweets, 0 mismatches"
+        shown = self.mismatches.head(10).to_string(index=False)
+        more = len(self.mismatches) - 10
         return (
-            f"check: {len(self.mismatches)} MISMATCHES over {self.locations} locations\n"
-            f"{self.mismatches.to_string(index=False)}"
+            f"check: {len(self.mismatches)} MISMATCHES over {self.locations} locations\n{shown}"
+            + (f"\n... and {more} more (--json lists them all)" if more > 0 else "")
         )
 
 

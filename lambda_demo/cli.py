@@ -11,6 +11,8 @@ Usage::
     lambda-demo query [--top N] [--by COLUMN] [--json]
     lambda-demo check [--json]
     lambda-demo demo [--speedup X]
+    lambda-demo prefetch
+    lambda-demo doctor [--quick]
 
 Each command's logic lives in the module named after it; this file only parses arguments.
 """
@@ -137,6 +139,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result.check.ok else 1
 
 
+def _prefetch(args: argparse.Namespace) -> int:
+    from lambda_demo.prefetch import prefetch
+
+    for item in prefetch():
+        print(item, flush=True)
+    print("prefetch: done - the tutorial now runs without network")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from lambda_demo.doctor import doctor, use_colour
+
+    colour = use_colour(sys.stdout)
+    reds = 0
+    for verdict in doctor(quick=args.quick):
+        reds += not verdict.ok
+        print(verdict.render(colour=colour), flush=True)
+    print(f"doctor: {reds} problem(s) to fix" if reds else "doctor: all good")
+    return 1 if reds else 0
+
+
 def _iso_datetime(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -201,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm = commands.add_parser("demo", help="the whole Lambda loop over the sample's days")
     dm.add_argument("--speedup", type=float, default=2400.0, help="simulated seconds per second")
     dm.set_defaults(handler=_demo)
+
+    pf = commands.add_parser("prefetch", help="download every jar the tutorial needs, once")
+    pf.set_defaults(handler=_prefetch)
+
+    dr = commands.add_parser("doctor", help="pre-flight checklist for a workshop participant")
+    dr.add_argument("--quick", action="store_true", help="skip the replay-speed-batch round trip")
+    dr.set_defaults(handler=_doctor)
     return parser
 
 

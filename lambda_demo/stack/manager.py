@@ -145,28 +145,50 @@ def reset(settings: Settings | None = None) -> None:
 
 
 def status(settings: Settings | None = None) -> list[ServiceStatus]:
-    """Each service's address, version, and whether it answers, with a hint when it does not."""
+    """Each service's address, version, and whether it answers, with a hint when it does not.
+
+    The hints come from `lambda_demo.diagnose`: a port held by another program, a dead
+    service's last log lines, and stack-wide warnings (Java missing, disk almost full).
+    """
+    from lambda_demo import diagnose
+
     settings = settings or get_settings()
     state = _load(settings)
+    java = diagnose.java_problem()
+    disk = diagnose.disk_problem(settings.home)
     result = []
     for service in SERVICES:
+        warnings = [w for w in (java if service.name in _JVM_SERVICES else None, disk) if w]
         entry = state.get(service.name)
         if not entry or "port" not in entry:
-            result.append(_status(service, "-", False, "never started: run `lambda-demo stack up`"))
+            hint = "never started: run `lambda-demo stack up`"
+            result.append(_status(service, "-", False, _join(hint, *warnings)))
             continue
         address = f"127.0.0.1:{entry['port']}"
-        if not pid_alive(entry.get("pid")):
-            problem = "stopped" if entry.get("pid") is None else "died"
-            hint = f"{problem}: run `lambda-demo stack up`"
-            if problem == "died":
-                hint += f"; its log says:\n{log_tail(_log_file(settings, service), 5)}"
-            result.append(_status(service, address, False, hint))
+        pid = entry.get("pid")
+        if not pid_alive(pid):
+            taken = [
+                p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=None))
+            ]
+            tail = log_tail(_log_file(settings, service), 5)
+            hint = diagnose.dead_service_problem(service.name, pid, tail)
+            result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         elif not service.ready(entry):
+            taken = [
+                p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=pid))
+            ]
             hint = f"running but not answering on {address}; see {_log_file(settings, service)}"
-            result.append(_status(service, address, False, hint))
+            result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
-            result.append(_status(service, address, True))
+            result.append(_status(service, address, True, _join(*warnings)))
     return result
+
+
+_JVM_SERVICES = ("kafka", "s3")
+
+
+def _join(*problems: str) -> str | None:
+    return "\n".join(problems) or None
 
 
 def _status(service: Service, address: str, up: bool, problem: str | None = None) -> ServiceStatus:

@@ -1,0 +1,354 @@
+"""``lambda-demo doctor``: the pre-flight check a participant runs days before a workshop.
+
+Everything that can go wrong on a laptop - Python or Java too old, too little memory or disk,
+a port taken, a cache not filled, a service that will not start - is much cheaper to find at
+home than in the room. Each check returns a `Verdict`: green, or red with the fix in one
+sentence. The checks that only judge measured numbers are pure functions of their inputs,
+so the unit tests can hand them fake ones.
+
+The cache checks never download: they say what an offline run would miss, and the fix is
+``lambda-demo prefetch``. The stack and round-trip checks run on a private, throwaway
+``LAMBDA_DEMO_HOME``, so the participant's own stack and data are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lambda_demo import prefetch
+from lambda_demo.settings import Settings, get_settings
+
+GB = 1024**3
+MIN_PYTHON = (3, 11)
+MIN_JAVA = 17
+MIN_MEMORY_BYTES = 4 * GB
+MIN_DISK_BYTES = 2 * GB
+PREFETCH_FIX = "run `lambda-demo prefetch` while online (it downloads once, into the caches)."
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One line of the checklist: what was checked, what was found, and the fix if red."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def render(self, *, colour: bool = False) -> str:
+        mark = "✔" if self.ok else "✘"
+        if colour:
+            mark = f"\033[32m{mark}\033[0m" if self.ok else f"\033[31m{mark}\033[0m"
+        line = f"{mark} {self.name:<22} {self.detail}"
+        if not self.ok and self.fix:
+            line += f"\n    fix: {self.fix}"
+        return line
+
+
+def _green(name: str, detail: str) -> Verdict:
+    return Verdict(name, True, detail)
+
+
+def _red(name: str, detail: str, fix: str) -> Verdict:
+    return Verdict(name, False, detail, fix)
+
+
+# --- pure verdicts -----------------------------------------------------------------------------
+
+
+def python_check(version: tuple[int, ...]) -> Verdict:
+    text = ".".join(str(part) for part in version[:3])
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return _green("Python", text)
+    return _red(
+        "Python",
+        f"{text} (need 3.11+)",
+        "install Python 3.11 or newer and recreate the venv: `rm -rf .venv && make env` "
+        "(conda: `conda env create -f environment.yml`).",
+    )
+
+
+def java_check(major: int | None) -> Verdict:
+    install = (
+        "install OpenJDK 17 (Debian/Ubuntu: `apt install openjdk-17-jre`; macOS: "
+        "`brew install openjdk@17`; conda: `conda env create -f environment.yml`) and make "
+        "sure `java -version` shows it."
+    )
+    if major is None:
+        return _red("Java", "no `java` on the PATH (need 17+)", install)
+    if major < MIN_JAVA:
+        return _red("Java", f"Java {major} (need 17+)", install)
+    return _green("Java", f"Java {major}")
+
+
+def memory_check(available_bytes: int | None) -> Verdict:
+    if available_bytes is None:
+        return _green("Memory", "could not measure available memory; make sure 4 GB are free")
+    detail = f"{available_bytes / GB:.1f} GB available"
+    if available_bytes >= MIN_MEMORY_BYTES:
+        return _green("Memory", detail)
+    return _red(
+        "Memory",
+        f"{detail} (need 4 GB)",
+        "close other programs (browsers, IDEs, Docker Desktop's VM) until 4 GB are free; "
+        "with Docker, give its VM at least 6 GB in Settings > Resources.",
+    )
+
+
+def disk_check(free_bytes: int, home: Path) -> Verdict:
+    detail = f"{free_bytes / GB:.1f} GB free at {home}"
+    if free_bytes >= MIN_DISK_BYTES:
+        return _green("Disk", detail)
+    return _red(
+        "Disk",
+        f"{detail} (need 2 GB)",
+        "free some space, or point LAMBDA_DEMO_HOME at a disk with 2 GB free; "
+        "`lambda-demo stack reset` deletes an old stack's data.",
+    )
+
+
+def ports_check(
+    recorded: list[tuple[str, int, int | None]],
+    problem_for: Callable[[int, int | None], str | None],
+) -> Verdict:
+    """``recorded`` is (service, port, pid) from state.json; ``problem_for(port, own_pid)``
+    says who else holds a port (`lambda_demo.diagnose.port_problem` in real use)."""
+    if not recorded:
+        return _green("Ports", "no stack recorded yet: free ports are picked at first start")
+    taken = [(name, port, problem_for(port, pid)) for name, port, pid in recorded]
+    bad = [(name, port, problem) for name, port, problem in taken if problem]
+    if not bad:
+        ports = ", ".join(str(port) for _name, port, _pid in recorded)
+        return _green("Ports", f"recorded ports free or ours ({ports})")
+    name, port, problem = bad[0]
+    others = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return _red(
+        "Ports",
+        f"{name}'s port {port} is taken by another program{others}",
+        problem
+        or "stop that program, or run `lambda-demo stack reset` to pick new ports "
+        "(this deletes the stack's data).",
+    )
+
+
+def runtime_cache_check(title: str, missing: list[str] | None) -> Verdict:
+    name = f"{title} cached"
+    if missing is None:
+        return _red(name, "never downloaded", PREFETCH_FIX)
+    if missing:
+        return _red(
+            name,
+            f"{len(missing)} jars gone from the Maven repository (first: {missing[0]})",
+            PREFETCH_FIX,
+        )
+    return _green(name, "all jars present")
+
+
+def connector_check(version: str, cached: bool) -> Verdict:
+    name = "Spark Kafka connector"
+    if cached:
+        return _green(name, f"spark-sql-kafka-0-10_2.13:{version} in the Ivy cache")
+    return _red(
+        name,
+        f"spark-sql-kafka-0-10_2.13:{version} (matching pyspark) is not cached",
+        PREFETCH_FIX,
+    )
+
+
+def sample_check(path: Path, exists: bool) -> Verdict:
+    if exists:
+        return _green("Sample data", str(path))
+    return _red("Sample data", f"{path} is missing", prefetch.SAMPLE_FIX)
+
+
+def blocked(name: str, reds: list[str]) -> Verdict:
+    """A check not attempted because an earlier one is red (it would fail, or download)."""
+    return _red(
+        name, f"skipped: {', '.join(reds)} must pass first", "fix the red lines above first."
+    )
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def java_major() -> int | None:
+    java = shutil.which("java")
+    if java is None:
+        return None
+    import re
+
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else 0
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free pages (other Unixes), else None."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def free_disk(home: Path) -> int:
+    path = Path(home)
+    while not path.exists() and path != path.parent:
+        path = path.parent  # before the first start, the nearest existing parent
+    return shutil.disk_usage(path).free
+
+
+def recorded_ports(settings: Settings) -> list[tuple[str, int, int | None]]:
+    if not settings.state_file.exists():
+        return []
+    state = json.loads(settings.state_file.read_text())
+    out = []
+    for name, entry in state.items():
+        if not isinstance(entry, dict):
+            continue
+        for key, value in entry.items():
+            if key.endswith("port") and isinstance(value, int):
+                out.append((name, value, entry.get("pid")))
+    return out
+
+
+# --- the live checks: a private stack and a tiny round trip ------------------------------------
+
+
+def _round_trip(settings: Settings) -> str:
+    """Replay a small generated sample, speed once, batch, check: the whole loop in small."""
+    from lambda_demo import sample
+    from lambda_demo.batch.run import run_batch
+    from lambda_demo.check import check
+    from lambda_demo.errors import LambdaDemoError
+    from lambda_demo.replay import replay
+    from lambda_demo.speed import run_speed
+
+    path = settings.home / "doctor_sample.jsonl"
+    sample.write(path, tweets=300, days=2, seed=7)
+    counts = replay([path], settings=settings, progress=False)
+    run_speed(settings, once=True)
+    summary = run_batch(settings, progress=False)
+    result = check(settings)
+    if not result.ok:
+        raise LambdaDemoError(f"check found {len(result.mismatches)} mismatches")
+    return (
+        f"replayed {counts.produced}, batch view {summary.tweets_in_view} tweets before "
+        f"{summary.cutoff}, check OK over {result.tweets} tweets"
+    )
+
+
+def _live_checks(quick: bool) -> Iterator[Verdict]:
+    from lambda_demo import stack
+
+    home = Path(tempfile.mkdtemp(prefix="lambda-demo-doctor-"))
+    settings = Settings(home=home)
+    # The readiness probes log every refused connection while Kafka boots: noise in a checklist.
+    kafka_log = logging.getLogger("kafka")
+    previous_level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        started = time.monotonic()
+        try:
+            stack.up(settings)
+        except Exception as exc:  # any failure is the participant's red line, with its text
+            yield _red("Stack starts", f"failed: {exc}", _stack_fix(home))
+            return
+        yield _green(
+            "Stack starts", f"Kafka, S3, PostgreSQL up in {time.monotonic() - started:.0f} s"
+        )
+        if quick:
+            return
+        started = time.monotonic()
+        try:
+            detail = _round_trip(settings)
+        except Exception as exc:
+            yield _red(
+                "Round trip",
+                f"failed: {type(exc).__name__}: {exc}",
+                f"read the error above and the logs in {home / 'logs'}; the common causes "
+                "and their fixes are in docs/WORKSHOP.md.",
+            )
+            return
+        yield _green("Round trip", f"{detail} ({time.monotonic() - started:.0f} s)")
+    finally:
+        _stop_spark()
+        with contextlib.suppress(Exception):
+            stack.reset(settings)
+        kafka_log.setLevel(previous_level)
+
+
+def _stack_fix(home: Path) -> str:
+    return (
+        f"read the service logs in {home / 'logs'}; a port or memory problem is named "
+        "in the lines above. Then run `lambda-demo doctor --quick` again."
+    )
+
+
+def _stop_spark() -> None:
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is not None:
+        spark.stop()
+
+
+def doctor(settings: Settings | None = None, *, quick: bool = False) -> Iterator[Verdict]:
+    """Every check, yielded as soon as it is decided (the live ones take a minute or two)."""
+    from lambda_demo import diagnose
+
+    settings = settings or get_settings()
+    checks = [
+        python_check(tuple(sys.version_info[:3])),
+        java_check(java_major()),
+        memory_check(available_memory()),
+        disk_check(free_disk(settings.home), settings.home),
+        ports_check(
+            recorded_ports(settings), lambda port, pid: diagnose.port_problem(port, own_pid=pid)
+        ),
+        runtime_cache_check("Kafka jars", prefetch.missing_jars("kafka")),
+        runtime_cache_check("S3Proxy jars", prefetch.missing_jars("s3proxy")),
+        connector_check(prefetch.connector_version(), prefetch.connector_cached()),
+        sample_check(prefetch.sample_file(), prefetch.sample_file().exists()),
+    ]
+    try:
+        checks.append(_green("PostgreSQL binaries", prefetch.postgres_version()))
+    except Exception as exc:
+        checks.append(
+            _red(
+                "PostgreSQL binaries", str(exc), 'reinstall the package: `pip install -e ".[dev]"`.'
+            )
+        )
+    yield from checks
+    # Memory, disk and ports concern the participant's stack, not the private one started next.
+    needed = {"Java", "Kafka jars cached", "S3Proxy jars cached", "PostgreSQL binaries"}
+    if not quick:
+        needed |= {"Spark Kafka connector", "Sample data"}
+    reds = [v.name for v in checks if not v.ok and v.name in needed]
+    if reds:
+        yield blocked("Stack starts", reds)
+        if not quick:
+            yield blocked("Round trip", reds)
+        return
+    yield from _live_checks(quick)
+
+
+def use_colour(stream: object) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (a widely used convention)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ

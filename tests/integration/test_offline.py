@@ -1,0 +1,73 @@
+"""After `lambda-demo prefetch`, the whole demo runs with package downloads blocked.
+
+This is the workshop's offline promise: a participant prefetches at home, and in the room
+nothing is downloaded. Every JVM that could download something (Maven, Spark's Ivy, Kafka,
+S3Proxy) gets an HTTP(S) proxy on a closed port through ``JAVA_TOOL_OPTIONS``, so any
+download fails at once instead of silently succeeding; Maven is also told to work offline,
+and pip to use no index. The demo runs in a fresh ``LAMBDA_DEMO_HOME``, so nothing is
+reused but the caches that prefetch fills.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import new_home
+
+from lambda_demo.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+_CLOSED_PROXY = (
+    "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
+)
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """The environment of a participant whose machine cannot download anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_DEMO_")}
+    env.update(
+        LAMBDA_DEMO_HOME=str(home),
+        CI="1",  # no Spark UI port
+        JAVA_TOOL_OPTIONS=_CLOSED_PROXY,
+        MAVEN_OPTS=_CLOSED_PROXY,
+        MAVEN_ARGS="-o",  # Maven 3.9+: offline mode
+        PIP_NO_INDEX="1",
+    )
+    return env
+
+
+def test_demo_runs_offline_after_prefetch() -> None:
+    home = new_home()
+    online = {**os.environ, "LAMBDA_DEMO_HOME": str(home), "CI": "1"}
+    try:
+        fetched = _cli("prefetch", env=online, cwd=home, timeout=600)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr[-3000:]
+        for item in ("Kafka broker jars", "S3Proxy jars", "Spark Kafka connector"):
+            assert f"prefetch: {item}" in fetched.stdout
+
+        demo = _cli("demo", "--speedup", "20000", env=offline_env(home), cwd=home, timeout=780)
+        output = demo.stdout + demo.stderr
+        assert demo.returncode == 0, output[-4000:]
+        assert "check: OK" in demo.stdout, output[-4000:]
+        # The proxy really was in force: every JVM announced it.
+        assert "Picked up JAVA_TOOL_OPTIONS" in demo.stderr
+    finally:
+        from lambda_demo import stack
+
+        stack.reset(Settings(home=home))

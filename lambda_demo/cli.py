@@ -114,8 +114,8 @@ def _speed(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from lambda_demo import serving
 
-    frame = serving.top(args.top, by=args.by) if args.top else serving.serving_view()
-    if not args.top:
+    frame = serving.top(args.top, by=args.by) if args.top is not None else serving.serving_view()
+    if args.top is None:
         frame = frame.sort_values([args.by, "location"], ascending=[False, True])
     if args.json:
         print(json.dumps(frame.to_dict(orient="records"), ensure_ascii=False, default=int))
@@ -158,6 +158,13 @@ def _doctor(args: argparse.Namespace) -> int:
         print(verdict.render(colour=colour), flush=True)
     print(f"doctor: {reds} problem(s) to fix" if reds else "doctor: all good")
     return 1 if reds else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _iso_datetime(text: str) -> datetime:
@@ -212,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=_speed)
 
     qr = commands.add_parser("query", help="read the serving view")
-    qr.add_argument("--top", type=int, help="only the N largest locations")
+    qr.add_argument("--top", type=_positive_int, help="only the N largest locations")
     qr.add_argument("--by", default="tweet_count", choices=MEASURE_NAMES, help="sort measure")
     qr.add_argument("--json", action="store_true", help="a JSON array of location objects")
     qr.set_defaults(handler=_query)

@@ -15,6 +15,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+# A created_at further ahead of the clock than this is not trusted to move it: one tweet dated
+# 9999 would otherwise stall a paced replay for ever, or stamp every later tweet in 9999.
+# (Replaying files weeks apart? Replay them one after the other.)
+MAX_AHEAD = timedelta(days=7)
+
 
 class SimulatedClock:
     """A logical clock that can pace itself against the wall clock."""
@@ -44,8 +49,8 @@ class SimulatedClock:
         if self.now is None:
             self.start(due or datetime.now(UTC))
         assert self.now is not None
-        if due is None or due <= self.now:
-            return self.now  # late or undatable: sent at once, at the clock's current time
+        if due is None or due <= self.now or due - self.now > MAX_AHEAD:
+            return self.now  # late, undatable or implausible: sent now, at the clock's time
         if not pace:
             self.start(due)
             return due

@@ -1,4 +1,4 @@
-"""Small read-only windows into the running pipeline, for the notebooks.
+"""Small windows into the running pipeline, for the notebooks.
 
 The layers themselves never need these: they exist so a learner can *look* at what each
 layer wrote (Kafka records, S3 objects, warehouse rows) as a pandas DataFrame, in one call
@@ -6,8 +6,10 @@ instead of ten lines of client code that would hide the point of the cell. Every
 helper prints is relative to the repository, so committed notebook outputs stay free of
 local paths; nothing here prints a credential.
 
-The one helper that writes, `reset_namespace`, wipes a single namespace (topic, bucket,
-schema, checkpoints) so notebook 05 can replay the whole loop from an empty pipeline.
+Two helpers change state, and only under names they are given: `sample_file` writes a
+generated stream into the git-ignored ``$LAMBDA_DEMO_HOME``, and `reset_namespace` wipes one
+namespace (topics, bucket objects, schema, checkpoints) so notebook 05 can run the whole loop
+from an empty pipeline. `start_spark` also keeps Spark's JVM chatter out of cell outputs.
 """
 
 from __future__ import annotations
@@ -53,11 +55,22 @@ def setup_notebook() -> None:
     pd.set_option("display.max_colwidth", 60)
     plt.rcParams["figure.figsize"] = (10, 4)
     plt.rcParams["figure.dpi"] = 90
+    # Locations are free text in many scripts: fall back to CJK fonts where installed, and
+    # do not warn (with a local path) about glyphs no installed font has, such as emoji.
+    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC"]
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    warnings.filterwarnings("ignore", message="findfont: Font family")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("kafka", "py4j", "botocore", "urllib3"):
+    for name in ("py4j", "botocore", "urllib3", "matplotlib.font_manager"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # kafka-python logs every refused connection at ERROR, including the expected ones while
+    # `stack.up()` waits for a starting broker; real failures still raise exceptions.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # Environment warnings (a missing XDG_RUNTIME_DIR, ...) would print local paths.
     warnings.filterwarnings("ignore", module="platformdirs")
+    # tqdm.auto (imported by the replay and check modules) asks for ipywidgets in a notebook;
+    # the notebooks pass progress=False everywhere, so plain outputs need no widget.
+    warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def relative(path: Path | str) -> str:
@@ -330,7 +343,13 @@ def day_boundary_figure(days: list[str], cutoff: str) -> Figure:
         ax.text(index + 0.5, 0, f"{day}\n{layer}", ha="center", va="center", color="white")
     position = sorted([*days, cutoff]).index(cutoff)
     ax.axvline(position, color="black", linestyle="--")
-    ax.text(position, 0.55, f"cutoff D = {cutoff}", ha="center")
+    ax.text(
+        position,
+        0.6,
+        f"cutoff D = {cutoff}",
+        ha="center",
+        bbox={"facecolor": "white", "edgecolor": "none"},
+    )
     ax.set_xlim(0, len(days))
     ax.set_ylim(-0.5, 0.8)
     ax.axis("off")

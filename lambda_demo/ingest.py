@@ -16,6 +16,10 @@ from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from lambda_demo.contract import FlatTweet, Rejected, parse_api_tweet
+from lambda_demo.kafka_io import MAX_RECORD_BYTES
+
+# What the DLQ keeps of a line too large for Kafka: enough to see what it was.
+TRUNCATE_BYTES = 64 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,9 @@ class TweetHandler:
 
     def route(self, raw: bytes) -> tuple[str, int, bytes | None, FlatTweet | Rejected] | None:
         """Where a payload goes: (topic, partition, key, parsed), or None for a blank line."""
+        if len(raw) > MAX_RECORD_BYTES:
+            # Too big for Kafka as it is; dead-lettered with its head only (see ``handle``).
+            return self.dlq_topic, 0, None, Rejected("too_large", f"{len(raw)} bytes")
         parsed = parse_api_tweet(raw)
         if parsed is None:
             return None
@@ -88,7 +95,7 @@ class TweetHandler:
         self.counts.read += 1
         headers = list(headers or [])
         if isinstance(parsed, Rejected):
-            value = raw
+            value = raw[:TRUNCATE_BYTES] if len(raw) > MAX_RECORD_BYTES else raw
             headers += [("reason", parsed.reason.encode()), ("detail", parsed.detail.encode())]
             self.counts.dead_lettered += 1
             self.counts.reasons[parsed.reason] = self.counts.reasons.get(parsed.reason, 0) + 1

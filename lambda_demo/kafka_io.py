@@ -26,6 +26,10 @@ TOPIC_CONFIGS = {
 }
 
 
+# The largest record we produce; the embedded broker accepts 16 MB (message.max.bytes).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
 def bootstrap(settings: Settings | None = None) -> str:
     return (settings or get_settings()).endpoints().kafka_bootstrap
 
@@ -62,7 +66,7 @@ def producer(settings: Settings | None = None, **overrides: Any) -> KafkaProduce
         "batch_size": 256 * 1024,
         "compression_type": "gzip",
         "max_in_flight_requests_per_connection": 5,
-        "max_request_size": 4 * 1024 * 1024,
+        "max_request_size": MAX_RECORD_BYTES + 64 * 1024,
         "retries": 10,
     }
     config.update(overrides)

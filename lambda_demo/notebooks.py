@@ -46,6 +46,7 @@ KERNELSPEC = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "pyth
 _NUMBERED = re.compile(r"(\d{2})_[a-z0-9_]+\.ipynb")
 _SOLUTION = re.compile(r"(\d{2})_solutions\.ipynb")
 _HEADING = re.compile(r"#{1,6}\s+(.+)")
+_NUMBER_PREFIX = re.compile(r"\d{2}\s*[·.:-]\s*")  # "02 · Batch" -> "Batch": links add it back
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _ITALIC = re.compile(r"_(.+)_|\*(.+)\*")
 _PART = re.compile(r"""draw\(\s*highlight\s*=\s*["'](\w+)["']""")
@@ -69,6 +70,11 @@ class NotebookInfo:
     title: str
     purpose: str
     part: str
+
+    @property
+    def short_title(self) -> str:
+        """The title up to its first colon, for the navigation line ("The batch layer")."""
+        return self.title.split(":", 1)[0].strip()
 
 
 def numbered_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -101,7 +107,7 @@ def describe(path: Path) -> NotebookInfo:
         heading = _HEADING.fullmatch(lines[0]) or _BOLD.fullmatch(lines[0])
         if heading is None:
             continue
-        title = _strip_markup(heading.group(1))
+        title = _NUMBER_PREFIX.sub("", _strip_markup(heading.group(1)), count=1)
         for line in lines[1:]:
             italic = _ITALIC.fullmatch(line)
             if italic:
@@ -126,7 +132,7 @@ def _nav_cell(source: str) -> nbformat.NotebookNode:
 
 
 def _link(info: NotebookInfo, prefix: str = "") -> str:
-    return f"[{info.number} · {info.title}]({prefix}{info.path.name})"
+    return f"[{info.number} · {info.short_title}]({prefix}{info.path.name})"
 
 
 def nav_source(infos: list[NotebookInfo], index: int) -> str:
@@ -223,9 +229,11 @@ class NotebookError(RuntimeError):
 
 
 def problems(nb: nbformat.NotebookNode) -> list[str]:
-    """Why a notebook's outputs must not be saved: error outputs and local paths."""
+    """Why a notebook must not be saved: error outputs, and local paths in sources or outputs."""
     found = []
     for index, cell in enumerate(nb.cells):
+        if str(REPO_ROOT) in cell.get("source", ""):
+            found.append(f"cell {index}: its source contains the local path {str(REPO_ROOT)!r}")
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 found.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
@@ -263,16 +271,28 @@ def execute_one(path: Path, *, timeout: int = CELL_TIMEOUT_SECONDS) -> float:
 
 
 def execute(names: Sequence[str] = (), folder: Path = NOTEBOOKS_DIR) -> dict[str, float]:
-    """Numbered notebooks in order, then the solutions; stop at the first failure."""
+    """Numbered notebooks in order, then the solutions; raise at the end if any failed.
+
+    A failed notebook is not saved, and the others still run: one broken notebook should
+    not leave the rest with stale outputs.
+    """
     paths = numbered_notebooks(folder) + solution_notebooks(folder / "solutions")
     if names:
         paths = [p for p in paths if p.name in names or p.stem in names]
-    timings = {}
+    timings: dict[str, float] = {}
+    failures: list[str] = []
     for path in paths:
         label = path.relative_to(folder).as_posix()
         print(f"executing {label} ...", flush=True)
-        timings[label] = execute_one(path)
+        try:
+            timings[label] = execute_one(path)
+        except NotebookError as exc:
+            failures.append(str(exc))
+            print(f"  FAILED (not saved): {label}", flush=True)
+            continue
         print(f"  ok in {timings[label]:.0f} s", flush=True)
+    if failures:
+        raise NotebookError("\n\n".join(failures))
     return timings
 
 

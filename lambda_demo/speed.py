@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 DEDUP_WATERMARK = "25 hours"
 
 PARSED_SCHEMA = (
-    "kafka_partition int, kafka_offset long, ingest_ts timestamp, reason string, "
+    "kafka_partition int, kafka_offset long, ingest_ms long, reason string, "
     "raw_value binary, tweet_id string, location string, "
     "followers_count long, like_count long, retweet_count long"
 )
@@ -70,7 +70,7 @@ def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             {
                 "kafka_partition": batch["partition"].astype("int32"),
                 "kafka_offset": batch["offset"],
-                "ingest_ts": batch["timestamp"],
+                "ingest_ms": batch["ingest_ms"],
             }
         )
         for name, values in out.items():
@@ -82,6 +82,8 @@ def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     """Kafka rows with the contract applied: one output row per input record."""
+    from pyspark.sql import functions as F
+
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
@@ -90,8 +92,12 @@ def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", 200_000)
         .load()
-        .select("partition", "offset", "timestamp", "value")
+        # Milliseconds, not timestamps, cross into Python: pandas timestamps end in 2262, and
+        # a foreign producer may stamp a record in year 9999.
+        .select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
         .mapInPandas(validate_batches, schema=PARSED_SCHEMA)
+        .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
+        .drop("ingest_ms")
     )
 
 

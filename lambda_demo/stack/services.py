@@ -64,6 +64,8 @@ def _kafka_config(home: Path, entry: dict) -> Path:
                 "share.coordinator.state.topic.replication.factor=1",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
+                # A tweet with a 1 MB text is valid: allow records up to 16 MB (default ~1 MB).
+                "message.max.bytes=16777216",
                 # The topic is the speed layer's source and `check`'s ground truth: keep it all.
                 "log.retention.ms=-1",
                 # Replays carry simulated timestamps, days away from the wall clock.

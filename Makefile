@@ -26,7 +26,7 @@ lint: env  ## ruff lint and format check
 	$(BIN)/ruff format --check .
 
 test: lint  ## lint, then unit + integration tests and every notebook under nbmake (README command 2)
-	CI=1 $(BIN)/pytest tests notebooks --nbmake --nbmake-timeout=900 $(PYTEST_ARGS)
+	CI=1 $(BIN)/pytest tests notebooks --nbmake --nbmake-timeout=900 --durations=30 $(PYTEST_ARGS)
 
 notebooks: env  ## re-execute every notebook in place, committing-ready outputs (one clean run)
 	$(BIN)/lambda-demo stack reset

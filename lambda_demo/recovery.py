@@ -107,22 +107,12 @@ def reprocess_from_kafka(settings: Settings, *, schema: str) -> Recomputation:
 
 def _batch_view(settings: Settings) -> pd.DataFrame:
     """The current batch view only (no speed part), in the serving view's layout."""
-    import pandas as pd
-
-    columns = ", ".join(view.COLUMNS)
-    conn = warehouse.connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                f"SELECT {columns} FROM batch_view "
-                "WHERE run_id = (SELECT run_id FROM batch_meta) ORDER BY location"
-            )
-            frame = pd.DataFrame(cur.fetchall(), columns=list(view.COLUMNS))
-    finally:
-        conn.close()
-    for name in view.MEASURE_NAMES:
-        frame[name] = frame[name].astype("int64")
-    return frame
+    frame = warehouse.fetch_frame(
+        f"SELECT {', '.join(view.COLUMNS)} FROM batch_view "
+        "WHERE run_id = (SELECT run_id FROM batch_meta) ORDER BY location",
+        settings=settings,
+    )
+    return frame.astype({name: "int64" for name in view.MEASURE_NAMES})
 
 
 def overcount_figure(mismatches: pd.DataFrame, *, top: int = 12) -> Figure:

@@ -22,23 +22,10 @@ from psycopg2 import sql
 
 from lambda_demo import view, warehouse
 from lambda_demo.errors import LambdaDemoError
-from lambda_demo.settings import Settings, get_settings
+from lambda_demo.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _frame(query: sql.Composable | str, params: tuple = (), *, settings: Settings | None):
-    import pandas as pd
-
-    conn = warehouse.connect(settings or get_settings())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            columns = [d.name for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=columns)
-    finally:
-        conn.close()
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +39,7 @@ def serving_view(settings: Settings | None = None) -> pd.DataFrame:
     """Every location with its four measures, sorted by location."""
     columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
     query = sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(columns)
-    return _typed(_frame(query, settings=settings))
+    return _typed(warehouse.fetch_frame(query, settings=settings))
 
 
 def top(n: int = 10, *, by: str = "tweet_count", settings: Settings | None = None) -> pd.DataFrame:
@@ -65,14 +52,14 @@ def top(n: int = 10, *, by: str = "tweet_count", settings: Settings | None = Non
     query = sql.SQL("SELECT {} FROM serving_view ORDER BY {} DESC, location LIMIT %s").format(
         columns, sql.Identifier(by)
     )
-    return _typed(_frame(query, (n,), settings=settings))
+    return _typed(warehouse.fetch_frame(query, (n,), settings=settings))
 
 
 def location(name: str, *, settings: Settings | None = None) -> pd.DataFrame:
     """One location's row (empty if the location has no tweets yet)."""
     columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
     query = sql.SQL("SELECT {} FROM serving_view WHERE location = %s").format(columns)
-    return _typed(_frame(query, (name,), settings=settings))
+    return _typed(warehouse.fetch_frame(query, (name,), settings=settings))
 
 
 def totals(settings: Settings | None = None) -> pd.DataFrame:
@@ -86,10 +73,10 @@ def totals(settings: Settings | None = None) -> pd.DataFrame:
         SELECT 'speed' AS part, {sums} FROM speed_view
         WHERE ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
     """
-    return _typed(_frame(query, settings=settings)).set_index("part")
+    return _typed(warehouse.fetch_frame(query, settings=settings)).set_index("part")
 
 
 def batch_cutoff(settings: Settings | None = None) -> str | None:
     """The current batch view's cutoff day D (ISO date), or None before the first batch run."""
-    frame = _frame("SELECT cutoff_day FROM batch_meta", settings=settings)
+    frame = warehouse.fetch_frame("SELECT cutoff_day FROM batch_meta", settings=settings)
     return None if frame.empty else frame["cutoff_day"].iloc[0].isoformat()

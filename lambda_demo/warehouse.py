@@ -17,9 +17,14 @@ Tables:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from lambda_demo import view
 from lambda_demo.settings import Settings, get_settings
@@ -114,6 +119,25 @@ def connect(settings: Settings | None = None, *, autocommit: bool = False) -> co
     )
     conn.autocommit = autocommit
     return conn
+
+
+def fetch_frame(
+    query: sql.Composable | str,
+    params: tuple | dict | None = None,
+    *,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Run one read-only query and return its rows as a pandas DataFrame."""
+    import pandas as pd
+
+    conn = connect(settings or get_settings())
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            columns = [d.name for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=columns)
+    finally:
+        conn.close()
 
 
 def ensure_schema(settings: Settings | None = None) -> None:

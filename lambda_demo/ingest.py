@@ -17,6 +17,7 @@ from kafka.partitioner.default import murmur2
 
 from lambda_demo.contract import FlatTweet, Rejected, parse_api_tweet
 from lambda_demo.kafka_io import MAX_RECORD_BYTES
+from lambda_demo.settings import Settings
 
 # What the DLQ keeps of a line too large for Kafka: enough to see what it was.
 TRUNCATE_BYTES = 64 * 1024
@@ -65,6 +66,16 @@ class TweetHandler:
         self.dlq_topic = dlq_topic
         self.partitions = partitions
         self.counts = IngestCounts()
+
+    @classmethod
+    def for_settings(cls, producer: KafkaProducer, settings: Settings) -> TweetHandler:
+        """The handler for the topics and partition count in ``settings``."""
+        return cls(
+            producer,
+            topic=settings.topic,
+            dlq_topic=settings.dlq_topic,
+            partitions=settings.partitions,
+        )
 
     def route(self, raw: bytes) -> tuple[str, int, bytes | None, FlatTweet | Rejected] | None:
         """Where a payload goes: (topic, partition, key, parsed), or None for a blank line."""

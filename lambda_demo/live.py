@@ -49,9 +49,7 @@ def live(settings: Settings | None = None) -> IngestCounts:
         )
     kafka_io.ensure_topics(settings)
     producer = kafka_io.producer(settings)
-    handler = TweetHandler(
-        producer, topic=settings.topic, dlq_topic=settings.dlq_topic, partitions=settings.partitions
-    )
+    handler = TweetHandler.for_settings(producer, settings)
     stream = _KafkaStream(settings.x_bearer_token.get_secret_value(), handler)
     existing = stream.get_rules().data or []
     if existing:

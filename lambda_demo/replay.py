@@ -140,12 +140,7 @@ def replay(
     files = files or [SAMPLE_FILE]
     kafka_io.ensure_topics(settings)
     producer = kafka_io.producer(settings)
-    handler = TweetHandler(
-        producer,
-        topic=settings.topic,
-        dlq_topic=settings.dlq_topic,
-        partitions=settings.partitions,
-    )
+    handler = TweetHandler.for_settings(producer, settings)
     loop_round = 0
     try:
         while True:
@@ -173,7 +168,8 @@ def _replay_round(
     if marks:
         logger.info("resuming replay %s after %s", source, marks)
     shift = None
-    total = sum(1 for path in files for _ in read_lines(path))
+    # Counting lines means reading the files twice: only worth it for a progress bar.
+    total = sum(1 for path in files for _ in read_lines(path)) if progress else None
     lines = (line for path in files for line in read_lines(path))
     if loop_round:
         span = _span_days(files)

@@ -18,6 +18,7 @@ Secrets are ``SecretStr`` so they never show up in a repr, a log line or a noteb
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -184,6 +185,24 @@ def _embedded_endpoints(state_file: Path) -> dict:
         "warehouse_port": state["postgres"]["port"],
         "warehouse_password": state["postgres"]["password"],
     }
+
+
+def isolated_settings(home: Path, *, prefix: str = "test", **overrides: object) -> Settings:
+    """Settings with a topic, bucket, schema and checkpoints no one else uses.
+
+    Tests and benchmarks share one running stack; unique names keep their data apart.
+    """
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    values: dict[str, object] = {
+        "home": home,
+        "topic": f"tweets-{tag}",
+        "dlq_topic": f"tweets-{tag}.dlq",
+        "s3_bucket": f"lambda-demo-{tag}",
+        "warehouse_schema": tag.replace("-", "_"),
+        "checkpoint_location": str(home / "checkpoints" / tag),
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 @cache

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lambda_demo.settings import Settings
+from lambda_demo.settings import isolated_settings as package_isolated_settings
 
 
 def new_home() -> Path:
@@ -40,19 +40,8 @@ def stack_home() -> Iterator[Path]:
 
 
 def isolated_settings(home: Path, **overrides: object) -> Settings:
-    """Settings with names no other test uses."""
-    tag = uuid.uuid4().hex[:8]
-    values: dict[str, object] = {
-        "home": home,
-        "topic": f"tweets-{tag}",
-        "dlq_topic": f"tweets-{tag}.dlq",
-        "s3_bucket": f"lambda-demo-{tag}",
-        "warehouse_schema": f"test_{tag}",
-        "checkpoint_location": str(home / "checkpoints" / tag),
-        "trigger_seconds": 0.5,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    """Settings with names no other test uses (short trigger for streaming tests)."""
+    return package_isolated_settings(home, **{"trigger_seconds": 0.5, **overrides})
 
 
 @pytest.fixture

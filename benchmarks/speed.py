@@ -1,0 +1,179 @@
+"""Benchmark 3 and 4: the speed layer's throughput and freshness; serving-layer latency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import isolated, percentile, summary, timed
+from lambda_demo import kafka_io, serving, speed, view, warehouse
+from lambda_demo.contract import FlatTweet, parse_api_tweet
+from lambda_demo.ingest import TweetHandler
+from lambda_demo.replay import read_lines
+from lambda_demo.settings import Settings
+from lambda_demo.spark import get_spark
+
+TARGET_TWEETS_PER_SECOND = 20_000
+FRESHNESS_TARGET_P95_SECONDS = 5.0
+SERVING_TARGET_P99_MS = 20.0
+
+
+def throughput(home: Path, topic: str, *, repeats: int) -> dict:
+    """``start_queries(once=True)`` over the topic vs Spark's plain batch read of it."""
+    spark = get_spark(Settings(home=home))  # started once, outside the timings
+    ours, plain = [], []
+    for _ in range(repeats):
+        settings = isolated(home, topic=topic, dlq_topic=f"{topic}.dlq")
+        reader = (
+            spark.read.format("kafka")
+            .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
+            .option("subscribe", topic)
+            .option("startingOffsets", "earliest")
+        )
+        seconds, records = timed(lambda r=reader: r.load().count())
+        plain.append(records / seconds)
+
+        def once(s: Settings = settings) -> None:
+            for query in speed.start_queries(s, once=True):
+                query.awaitTermination()
+
+        ours.append(records / timed(once)[0])
+    best = summary(ours)
+    return {
+        "records": records,
+        "speed_once_tweets_per_s": best,
+        "spark_batch_read_records_per_s": summary(plain),
+        "ratio_vs_spark_read": best["median"] / summary(plain)["median"],
+        "target_tweets_per_s": TARGET_TWEETS_PER_SECOND,
+        "ratio_vs_target": best["median"] / TARGET_TWEETS_PER_SECOND,
+    }
+
+
+def unique_tweets(sample: Path) -> list[FlatTweet]:
+    seen: dict[str, FlatTweet] = {}
+    for raw in read_lines(sample):
+        parsed = parse_api_tweet(raw)
+        if isinstance(parsed, FlatTweet):
+            seen.setdefault(parsed.tweet_id, parsed)
+    return list(seen.values())
+
+
+def _speed_total(settings: Settings) -> int:
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT COALESCE(SUM(tweet_count), 0) FROM speed_view")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def serving_latencies(settings: Settings, place: str, stop: threading.Event) -> dict:
+    """Call every serving query in turn until ``stop``; latencies in ms per query kind."""
+    calls = {
+        f"top20_by_{m}": (lambda m=m: serving.top(20, by=m, settings=settings))
+        for m in view.MEASURE_NAMES
+    }
+    calls["location"] = lambda: serving.location(place, settings=settings)
+    found: dict[str, list[float]] = {name: [] for name in calls}
+    while not stop.is_set():
+        for name, call in calls.items():
+            found[name].append(timed(call)[0] * 1000)
+    return found
+
+
+def _latency_table(found: dict[str, list[float]]) -> dict:
+    return {
+        name: {"n": len(v), "p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)}
+        for name, v in found.items()
+    }
+
+
+def freshness_and_serving(
+    home: Path, sample: Path, *, schema: str, rate: int, seconds: float
+) -> dict:
+    """Produce ``rate`` tweets/s while the speed layer (2 s trigger) and queries run.
+
+    Freshness of a record = first moment the speed view's total includes it minus the
+    moment it was handed to the producer. ``schema`` already holds a 1M-tweet batch view,
+    so the serving queries merge a real batch part with the live speed part.
+    """
+    settings = isolated(home, warehouse_schema=schema)  # default 2 s trigger
+    tweets = unique_tweets(sample)
+    place = tweets[0].location
+    queries = speed.start_queries(settings)
+    while queries[0].lastProgress is None:  # the first (empty) micro-batch: Spark is warm
+        time.sleep(0.2)
+    producer = kafka_io.producer(settings)
+    handler = TweetHandler.for_settings(producer, settings)
+    base = _speed_total(settings)
+    sent: list[tuple[float, int]] = []  # (time handed to the producer, cumulative count)
+    seen: list[tuple[float, int]] = []  # (time polled, speed-view total)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            seen.append((time.time(), _speed_total(settings) - base))
+            time.sleep(0.05)
+
+    latencies: dict[str, list[float]] = {}
+
+    def query() -> None:
+        latencies.update(serving_latencies(settings, place, stop))
+
+    threads = [threading.Thread(target=poll), threading.Thread(target=query)]
+    for thread in threads:
+        thread.start()
+    tick, count, started = 0.1, 0, time.time()
+    while time.time() - started < seconds and count < len(tweets):
+        now = time.time()
+        for tweet in tweets[count : count + int(rate * tick)]:
+            handler.handle(b"", ingest_ms=int(now * 1000), routed=routed(tweet, handler))
+        count = min(len(tweets), count + int(rate * tick))
+        sent.append((now, count))
+        handler.flush()
+        time.sleep(max(0.0, now + tick - time.time()))
+    produced_for = time.time() - started
+    deadline = time.time() + 60
+    while (not seen or seen[-1][1] < count) and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for q in queries:
+        q.stop()
+    producer.close()
+    lags = []
+    for when, total in sent:
+        visible = next((t for t, n in seen if n >= total), None)
+        if visible is not None:
+            lags.append(visible - when)
+    idle_stop = threading.Event()
+    threading.Timer(5.0, idle_stop.set).start()
+    idle = serving_latencies(settings, place, idle_stop)
+    busy = _latency_table(latencies)
+    p95 = percentile(lags, 95) if lags else float("nan")
+    return {
+        "rate_asked": rate,
+        "rate_achieved": count / produced_for,
+        "produced": count,
+        "visible": seen[-1][1] if seen else 0,
+        "trigger_seconds": settings.trigger_seconds,
+        "freshness_p50_s": percentile(lags, 50) if lags else float("nan"),
+        "freshness_p95_s": p95,
+        "freshness_target_p95_s": FRESHNESS_TARGET_P95_SECONDS,
+        "freshness_target_met": p95 < FRESHNESS_TARGET_P95_SECONDS,
+        "serving_under_load": busy,
+        "serving_idle": _latency_table(idle),
+        "serving_target_p99_ms": SERVING_TARGET_P99_MS,
+        "serving_target_met": all(v["p99_ms"] < SERVING_TARGET_P99_MS for v in busy.values()),
+    }
+
+
+def routed(tweet: FlatTweet, handler: TweetHandler) -> tuple:
+    """What ``TweetHandler.route`` returns for an already parsed tweet (no re-parsing)."""
+    from lambda_demo.ingest import partition_for
+
+    key = tweet.tweet_id.encode()
+    return handler.topic, partition_for(key, handler.partitions), key, tweet

@@ -120,10 +120,11 @@ def run_demo(
         nonlocal covered
         if now is None:
             return
-        day = (now - BATCH_GRACE).astimezone(UTC).date()
         if covered is None:
-            covered = day  # the replay's first day: nothing before it to absorb
-        elif day > covered:
+            covered = now.astimezone(UTC).date()  # the replay's first day: nothing to absorb
+            return
+        day = (now - BATCH_GRACE).astimezone(UTC).date()
+        if day > covered:
             say(f"simulated midnight -> batch run with cutoff {day}")
             batches.append(run_batch(settings, cutoff=day, progress=False))
             covered = day

@@ -239,16 +239,7 @@ def read_object_lines(
 
 def sql(query: str, params: tuple | dict | None = None, *, settings: Settings | None = None):
     """Run one read-only query in the warehouse and return the rows as a DataFrame."""
-    import pandas as pd
-
-    conn = warehouse.connect(settings or get_settings())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            columns = [d.name for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=columns)
-    finally:
-        conn.close()
+    return warehouse.fetch_frame(query, params, settings=settings)
 
 
 def sample_file(

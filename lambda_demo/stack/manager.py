@@ -8,6 +8,7 @@ recorded ports (and reported), and a port taken by a stranger is an error, never
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
@@ -62,9 +63,20 @@ def _log_file(settings: Settings, service: Service) -> Path:
 
 
 def up(settings: Settings | None = None) -> list[ServiceStatus]:
-    """Start every service that is not already answering, then create topics and bucket."""
+    """Start every service that is not already answering, then create topics and bucket.
+
+    Holds a file lock: a notebook and a CLI starting the same stack at once must not both
+    format Kafka's storage or start a second server on the same data.
+    """
     settings = settings or get_settings()
     jvm.java_version()
+    settings.state_file.parent.mkdir(parents=True, exist_ok=True)
+    with (settings.state_file.parent / "up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _up(settings)
+
+
+def _up(settings: Settings) -> list[ServiceStatus]:
     state = _load(settings)
     home = settings.home.resolve()
     for service in SERVICES:

@@ -61,6 +61,11 @@ def settings(stack_home: Path) -> Settings:
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment variables that point a `lambda-demo` subprocess at the same settings."""
+    return env_for(settings)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The process environment plus the ``LAMBDA_DEMO_*`` variables that select ``settings``."""
     env = dict(os.environ)
     for name in ("home", "topic", "dlq_topic", "s3_bucket", "warehouse_schema"):
         env[f"LAMBDA_DEMO_{name.upper()}"] = str(getattr(settings, name))

@@ -7,7 +7,6 @@ again, and ``check`` (a recomputation straight from Kafka) must find zero mismat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import env_for, isolated_settings, new_home
 from helpers import DAY0, Delivery, expected_by_day, produce, tweet
 from kafka import TopicPartition
 
@@ -33,13 +33,6 @@ from lambda_demo.settings import Settings
 from lambda_demo.speed import run_speed
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
-
-_spec = importlib.util.spec_from_file_location(
-    "_tests_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-)
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-new_home, isolated_settings = _root.new_home, _root.isolated_settings
 
 CUTOFF_ALL = date(2100, 1, 1)  # batch view over every ingest day: check needs no speed run
 LOCATIONS = ["London", "Zürich 🇨🇭", 'Paris; "FR"', "東京", "(unknown)"]
@@ -61,14 +54,6 @@ def _ready(settings: Settings) -> Settings:
     storage.ensure_bucket(settings)
     warehouse.ensure_schema(settings)
     return settings
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("home", "topic", "dlq_topic", "s3_bucket", "warehouse_schema"):
-        env[f"LAMBDA_DEMO_{name.upper()}"] = str(getattr(settings, name))
-    env["LAMBDA_DEMO_CHECKPOINT_LOCATION"] = settings.checkpoints
-    return env
 
 
 def _cli(*args: str) -> list[str]:
@@ -183,7 +168,7 @@ def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_pa
     # Two simulated days in ~17 s, so the broker dies in the middle of the replay.
     process = subprocess.Popen(
         _cli("replay", "--file", str(path), "--speedup", "10000", "--json"),
-        env=_env(settings),
+        env=env_for(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -295,7 +280,7 @@ def test_postgres_killed_during_speed_writes_then_restart_is_exact(private_home:
     produce(settings, first)
     process = subprocess.Popen(
         _cli("speed", "--trigger-seconds", "0.5"),
-        env=_env(settings),
+        env=env_for(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

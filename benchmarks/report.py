@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.speed import ROUND_TRIP
+
 NOTES = Path(__file__).resolve().parent / "notes.md"
 
 
@@ -174,6 +176,10 @@ def _speed(r: dict) -> list[str]:
     ]
 
 
+def _worst_serving_p99(busy: dict) -> float:
+    return max(v["p99_ms"] for name, v in busy.items() if name != ROUND_TRIP)
+
+
 def _freshness(r: dict) -> list[str]:
     busy, idle = r["serving_under_load"], r["serving_idle"]
     lines = [
@@ -190,19 +196,22 @@ def _freshness(r: dict) -> list[str]:
         + ".",
         "",
         "Serving queries over a 1M-tweet batch view + the live speed view "
-        "(each call opens its own connection, as `serving` does):",
+        "(`serving` reuses one connection per process; `SELECT 1` through the same path is "
+        "the floor, and the last column is each query's p99 over that floor's):",
         "",
         "| query | calls | p50 ms under load | p99 ms under load | p99 ms idle | "
-        "ratio p99 load/idle |",
-        "|---|---:|---:|---:|---:|---:|",
+        "ratio p99 load/idle | ratio p99 / `SELECT 1` p99 (load) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    floor = busy.get(ROUND_TRIP, {}).get("p99_ms")
     for name, v in busy.items():
         quiet = idle[name]
+        over_floor = f"{v['p99_ms'] / floor:.1f}" if floor else "-"
         lines.append(
             f"| `{name}` | {v['n']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | "
-            f"{quiet['p99_ms']:.1f} | {v['p99_ms'] / quiet['p99_ms']:.1f} |"
+            f"{quiet['p99_ms']:.1f} | {v['p99_ms'] / quiet['p99_ms']:.1f} | {over_floor} |"
         )
-    worst = max(v["p99_ms"] for v in busy.values())
+    worst = _worst_serving_p99(busy)
     lines += [
         "",
         "Target p99 < 20 ms: "
@@ -334,7 +343,7 @@ def _targets(results: dict) -> list[str]:
             "s",
             False,
         )
-        worst = max(v["p99_ms"] for v in r["serving_under_load"].values())
+        worst = _worst_serving_p99(r["serving_under_load"])
         add(
             "serving p99 (worst query, under load)",
             worst,

@@ -17,6 +17,7 @@ from lambda_demo.spark import get_spark
 TARGET_TWEETS_PER_SECOND = 20_000
 FRESHNESS_TARGET_P95_SECONDS = 5.0
 SERVING_TARGET_P99_MS = 20.0
+ROUND_TRIP = "SELECT 1"  # the baseline row of the serving table, not a serving query
 
 
 def throughput(home: Path, topic: str, *, repeats: int) -> dict:
@@ -76,6 +77,8 @@ def serving_latencies(settings: Settings, place: str, stop: threading.Event) -> 
         for m in view.MEASURE_NAMES
     }
     calls["location"] = lambda: serving.location(place, settings=settings)
+    # The floor: one round trip on the same reused connection, through the same frame code.
+    calls[ROUND_TRIP] = lambda: warehouse.fetch_frame("SELECT 1 AS one", settings=settings)
     found: dict[str, list[float]] = {name: [] for name in calls}
     while not stop.is_set():
         for name, call in calls.items():
@@ -167,7 +170,9 @@ def freshness_and_serving(
         "serving_under_load": busy,
         "serving_idle": _latency_table(idle),
         "serving_target_p99_ms": SERVING_TARGET_P99_MS,
-        "serving_target_met": all(v["p99_ms"] < SERVING_TARGET_P99_MS for v in busy.values()),
+        "serving_target_met": all(
+            v["p99_ms"] < SERVING_TARGET_P99_MS for k, v in busy.items() if k != ROUND_TRIP
+        ),
     }
 
 

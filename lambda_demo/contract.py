@@ -186,13 +186,16 @@ def parse_flat(raw: bytes | None) -> FlatTweet | Rejected:
         return Rejected(exc.reason, exc.detail)
 
 
-def due_time(raw: bytes | str) -> datetime | None:
+def due_time(raw: bytes | str, parsed: FlatTweet | Rejected | None = None) -> datetime | None:
     """The line's ``created_at`` as an aware UTC datetime, or None if it cannot be read.
 
     Best effort, for the replay clock: it also reads invalid records (a bad count, a truncated
     line, a non-UTC offset), so garbage is replayed at the moment it belongs to rather than
-    bunched at the start.
+    bunched at the start. Pass the line's ``parse_api_tweet`` result to skip a second JSON
+    parse of a valid line.
     """
+    if isinstance(parsed, FlatTweet):
+        return _parse_utc(parsed.created_at)
     text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
     try:
         obj = json.loads(text)

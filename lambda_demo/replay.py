@@ -180,7 +180,7 @@ def _replay_round(
         for number, raw in enumerate(lines):
             bar.update(1)
             routed = handler.route(raw)
-            due = due_time(raw)
+            due = due_time(raw, routed[3] if routed else None)
             if due is not None and shift is None:
                 shift = (start - due) if start else timedelta(0)
             already_sent = routed is not None and number <= marks.get(routed[:2], -1)

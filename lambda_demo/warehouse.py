@@ -17,6 +17,7 @@ Tables:
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -103,22 +104,61 @@ GROUP BY location;
 """
 
 
+def _connect_args(settings: Settings) -> dict[str, object]:
+    ends = settings.endpoints()
+    return {
+        "host": ends.warehouse_host,
+        "port": ends.warehouse_port,
+        "user": settings.warehouse_user,
+        "password": ends.warehouse_password,
+        "dbname": settings.warehouse_db,
+        "connect_timeout": 10,
+        "application_name": "lambda-demo",
+        "options": f"-c search_path={settings.warehouse_schema}",
+    }
+
+
 def connect(settings: Settings | None = None, *, autocommit: bool = False) -> connection:
     """A connection whose ``search_path`` is the tutorial's schema."""
-    settings = settings or get_settings()
-    ends = settings.endpoints()
-    conn = psycopg2.connect(
-        host=ends.warehouse_host,
-        port=ends.warehouse_port,
-        user=settings.warehouse_user,
-        password=ends.warehouse_password,
-        dbname=settings.warehouse_db,
-        connect_timeout=10,
-        application_name="lambda-demo",
-        options=f"-c search_path={settings.warehouse_schema}",
-    )
+    conn = psycopg2.connect(**_connect_args(settings or get_settings()))
     conn.autocommit = autocommit
     return conn
+
+
+# One autocommit connection per target, reused by every read (``fetch_frame``). Opening a
+# connection costs a TCP handshake, SCRAM authentication and a backend fork - far more than
+# a serving query over a few thousand rows. Autocommit: each SELECT is its own transaction,
+# so an idle reader holds no snapshot and no lock between queries. Only the few most recent
+# targets keep theirs (tests and notebooks switch schemas often; each schema is a target).
+_MAX_READERS = 4
+_readers: dict[tuple, connection] = {}
+_readers_lock = threading.Lock()
+
+
+def _reader(args: dict[str, object]) -> connection:
+    key = tuple(sorted(args.items()))
+    conn = _readers.pop(key, None)
+    if conn is None or conn.closed:
+        conn = psycopg2.connect(**args)
+        conn.autocommit = True
+    _readers[key] = conn  # most recently used last
+    while len(_readers) > _MAX_READERS:
+        _readers.pop(next(iter(_readers))).close()
+    return conn
+
+
+def _forget_reader(args: dict[str, object]) -> None:
+    with _readers_lock:
+        conn = _readers.pop(tuple(sorted(args.items())), None)
+    if conn is not None:
+        conn.close()
+
+
+def _read(args: dict[str, object], query: sql.Composable | str, params: object) -> tuple:
+    # A psycopg2 connection runs one statement at a time: readers in threads take turns.
+    with _readers_lock, _reader(args).cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall(), [d.name for d in cur.description]
 
 
 def fetch_frame(
@@ -127,17 +167,20 @@ def fetch_frame(
     *,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Run one read-only query and return its rows as a pandas DataFrame."""
+    """Run one read-only query on a reused connection; return its rows as a DataFrame.
+
+    A reused connection may have died since its last query (the server restarted, the stack
+    was reset): then it is replaced once and the query runs again - a read is safe to repeat.
+    """
     import pandas as pd
 
-    conn = connect(settings or get_settings())
+    args = _connect_args(settings or get_settings())
     try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            columns = [d.name for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=columns)
-    finally:
-        conn.close()
+        rows, columns = _read(args, query, params)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        _forget_reader(args)
+        rows, columns = _read(args, query, params)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def ensure_schema(settings: Settings | None = None) -> None:

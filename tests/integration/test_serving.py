@@ -242,3 +242,18 @@ def test_top_validates_by_and_location_is_a_parameter(settings: Settings, spark)
         assert cur.fetchone()[0] > 0  # the table survived
     conn.close()
     assert as_dict(serving.serving_view(settings)) == expected
+
+
+def test_reads_survive_a_dropped_connection(settings: Settings) -> None:
+    """Serving reuses one connection; if the server drops it, the next read reconnects."""
+    warehouse.ensure_schema(settings)
+    first = warehouse.fetch_frame("SELECT pg_backend_pid() AS pid", settings=settings)
+    pid = int(first["pid"].iloc[0])
+    again = warehouse.fetch_frame("SELECT pg_backend_pid() AS pid", settings=settings)
+    assert int(again["pid"].iloc[0]) == pid  # reused, not reopened
+    conn = warehouse.connect(settings, autocommit=True)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    conn.close()
+    after = warehouse.fetch_frame("SELECT pg_backend_pid() AS pid", settings=settings)
+    assert int(after["pid"].iloc[0]) != pid

@@ -784,6 +784,20 @@ def test_due_time_of_a_valid_tweet() -> None:
 
 
 @pytest.mark.parametrize(
+    "created_at", ["2026-11-01T20:15:00Z", "2026-11-01T20:15:00.1Z", "2026-11-01T20:15:00.987654Z"]
+)
+def test_due_time_from_the_parsed_tweet_agrees_with_the_raw_line(created_at: str) -> None:
+    """Replay passes the parsed tweet to skip a second JSON parse; the clock (in ms) must
+    see the same moment either way."""
+    raw = encode(api_tweet(**{"data.created_at": created_at}))
+    parsed = parse_api_tweet(raw)
+    assert isinstance(parsed, FlatTweet)
+    from_raw, from_parsed = due_time(raw), due_time(raw, parsed)
+    assert from_raw is not None and from_parsed is not None
+    assert from_parsed == from_raw.replace(microsecond=from_raw.microsecond // 1000 * 1000)
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         encode(api_tweet(**{"data.public_metrics.like_count": 1.5})),

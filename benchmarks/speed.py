@@ -106,8 +106,7 @@ def freshness_and_serving(
     tweets = unique_tweets(sample)
     place = tweets[0].location
     queries = speed.start_queries(settings)
-    while queries[0].lastProgress is None:  # the first (empty) micro-batch: Spark is warm
-        time.sleep(0.2)
+    speed.await_first_batch(queries)
     producer = kafka_io.producer(settings)
     handler = TweetHandler.for_settings(producer, settings)
     base = _speed_total(settings)

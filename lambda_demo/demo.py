@@ -100,6 +100,7 @@ def run_demo(
     say = tqdm.write if progress else logger.info
     say("starting the speed layer (Spark Structured Streaming)...")
     queries = speed.start_queries(settings)
+    speed.await_first_batch(queries)  # warm before the clock starts: fresh from the first tweet
     clock = SimulatedClock(speedup=speedup)
     outcome: dict[str, object] = {}
 

@@ -234,6 +234,22 @@ def start_queries(
     return [view_query, quarantine_query]
 
 
+def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> None:
+    """Wait until every query finished its first micro-batch: Spark's JVM, the Python
+    workers and the state store are warm, so what is produced next is seen promptly.
+
+    A query that dies meanwhile raises its error here instead of failing later, mid-demo.
+    """
+    deadline = time.monotonic() + timeout
+    while any(q.lastProgress is None for q in queries):
+        for query in queries:
+            if not query.isActive and query.exception() is not None:
+                raise query.exception()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the speed layer did not finish a micro-batch in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def run_speed(
     settings: Settings | None = None,
     *,

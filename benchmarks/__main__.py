@@ -44,7 +44,7 @@ def run_on_private_stack(
         data = home / "bench-sample.jsonl.gz"
         sample.write(data, tweets=tweets, days=7, seed=1)
         small = home / "profile-sample.jsonl.gz"
-        sample.write(small, tweets=2_000, days=7, seed=2)
+        sample.write(small, tweets=20_000, days=7, seed=2)
         topic = None
         if "ingest" in only:
             found = ingest.run(home, data, repeats=repeats, profile_sample=small)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.common import MemorySampler, du_bytes, isolated, timed
@@ -77,6 +78,8 @@ def demo_wall_time() -> dict:
     home = tempfile.mkdtemp(prefix="lambda-demo-bench-demo-")
     env = {**os.environ, "LAMBDA_DEMO_HOME": home, "CI": "1"}
     cli = [sys.executable, "-m", "lambda_demo.cli"]
+    when = datetime.now(UTC).isoformat(timespec="minutes")
+    load = [round(x, 1) for x in os.getloadavg()]
     started = time.perf_counter()
     done = subprocess.run([*cli, "demo"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -84,6 +87,8 @@ def demo_wall_time() -> dict:
     last = [line for line in done.stdout.splitlines() if line.startswith("check:")]
     errors = [line for line in done.stderr.splitlines() if "Error" in line or "Exception" in line]
     return {
+        "started": when,
+        "load_average_before": load,
         "seconds": seconds,
         "returncode": done.returncode,
         "check": last[-1] if last else "no check line",

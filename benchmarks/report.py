@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.ingest import TARGET_TWEETS_PER_SECOND as TARGET_REPLAY
 from benchmarks.speed import ROUND_TRIP
+from benchmarks.speed import TARGET_TWEETS_PER_SECOND as TARGET_SPEED
 
 NOTES = Path(__file__).resolve().parent / "notes.md"
 
@@ -272,15 +274,19 @@ def _demo(r: dict) -> list[str]:
     lines = [
         "`lambda-demo demo` as a subprocess in a fresh home (JVM artifacts cached). Every run:",
         "",
-        "| run | seconds | exit | result |",
-        "|---:|---:|---:|---|",
+        "| run | started | load average before | seconds | exit | result |",
+        "|---:|---|---:|---:|---:|---|",
     ]
     for i, run in enumerate(r["runs"] or [r], 1):
         outcome = run["check"]
         if run["returncode"] != 0:
             outcome = "FAILED: " + "; ".join(run.get("errors") or [outcome]).replace("|", "/")
         outcome = " ".join(outcome.split())[:300]
-        lines.append(f"| {i} | {run['seconds']:.0f} | {run['returncode']} | {outcome} |")
+        load = run.get("load_average_before")
+        lines.append(
+            f"| {i} | {run.get('started', '?')} | {load[0] if load else '?'} | "
+            f"{run['seconds']:.0f} | {run['returncode']} | {outcome} |"
+        )
     lines += [
         "",
         "Target < 5 min: "
@@ -335,6 +341,19 @@ def _targets(results: dict) -> list[str]:
             "tweets/s",
             True,
         )
+    if runs := results.get("growth"):
+        largest = max(runs, key=lambda run: run["tweets"])
+        for stage, name, target in (
+            ("replay", "replay throughput", TARGET_REPLAY),
+            ("speed_once", "speed layer throughput", TARGET_SPEED),
+        ):
+            add(
+                f"{name} at scale ({n(largest['tweets'])} tweets, one run)",
+                largest["stages"][stage]["per_s"],
+                target,
+                "tweets/s",
+                True,
+            )
     if r := results.get("freshness"):
         add(
             "freshness p95 (2 s trigger)",

@@ -14,12 +14,14 @@ import os
 import secrets
 import subprocess
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lambda_demo.errors import StackError
 from lambda_demo.stack import jvm
+from lambda_demo.stack.process import port_open
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -98,6 +100,8 @@ def _kafka_command(home: Path, entry: dict) -> list[str]:
 def _kafka_ready(entry: dict) -> bool:
     from kafka import KafkaAdminClient
 
+    if not port_open(entry["port"]):  # kafka-python would log an ERROR per refused attempt
+        return False
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=f"127.0.0.1:{entry['port']}", request_timeout_ms=3000
@@ -193,7 +197,9 @@ def _pg_run_as(home: Path) -> Callable[[], None] | None:
     """PostgreSQL refuses to run as root; under root we run it as an unprivileged user."""
     if os.geteuid() != 0:
         return None
-    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+    with warnings.catch_warnings():  # importing pgserver probes XDG_RUNTIME_DIR, unused here
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
     user = ensure_user_exists(_PG_SYSTEM_USER)
     assert user is not None

@@ -8,7 +8,6 @@ import io
 import os
 import platform
 import pstats
-import resource
 import statistics
 import subprocess
 import tempfile
@@ -85,11 +84,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def python_peak_rss_mb() -> float:
-    """This process's peak RSS so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def stack_pids(settings: Settings) -> dict[str, int]:
     import json
 
@@ -111,7 +105,8 @@ def _tree_rss(pid: int) -> int:
 
 
 class MemorySampler:
-    """Samples the RSS of each stack service (and Spark's JVM) every 0.5 s; keeps the peaks."""
+    """Samples the RSS of each stack service, Spark's JVM and this process every 0.5 s; keeps the
+    peaks."""
 
     def __init__(self, settings: Settings) -> None:
         self.pids = stack_pids(settings)
@@ -122,6 +117,8 @@ class MemorySampler:
     def _sample(self) -> None:
         rss = {name: _tree_rss(pid) for name, pid in self.pids.items()}
         me = psutil.Process()
+        # This process alone, sampled: ``ru_maxrss`` would be a high-water mark since start.
+        rss["python"] = me.memory_info().rss
         rss["spark_jvm"] = sum(
             c.memory_info().rss for c in me.children(recursive=True) if c.name() == "java"
         )
@@ -141,7 +138,6 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peaks_mb["python"] = python_peak_rss_mb()
 
 
 def du_bytes(root: Path, contains: str = "") -> int:

@@ -109,6 +109,7 @@ def run(home: Path, sample: Path, *, repeats: int, profile_sample: Path) -> dict
         "ratio_vs_producer_performance": best["median"] / summary(tool_rates)["median"],
         "target_tweets_per_s": TARGET_TWEETS_PER_SECOND,
         "ratio_vs_target": best["median"] / TARGET_TWEETS_PER_SECOND,
+        "profile_tweets": sum(1 for _ in read_lines(profile_sample)),
         "profile": profiled(
             lambda: replay([profile_sample], settings=isolated(home), progress=False)
         ),

@@ -88,7 +88,9 @@ def _ingest(r: dict) -> list[str]:
         + ", ".join(f"{a / b:.3f}" for a, b in zip(ours["runs"], tool["runs"], strict=True))
         + ".",
         "",
-        "Where the replay's time goes (cProfile of a 2,000-tweet replay, by own time):",
+        f"Where the replay's time goes (cProfile of the main thread replaying "
+        f"{n(r.get('profile_tweets', 2_000))} other tweets, by own time; kafka-python's I/O "
+        "thread is not in it):",
         "",
         "```text",
         r["profile"],
@@ -259,6 +261,17 @@ def _growth(runs: list[dict]) -> list[str]:
         lines.append(
             f"| {n(run['tweets'])} | " + " | ".join(f"{v:.0f}" for v in peak.values()) + " |"
         )
+    stages = [s for s in runs[0]["stages"] if s != "sample"]
+    lines += [
+        "",
+        "Peak RSS (MiB) of the harness's Python process in each stage (sampled every 0.5 s):",
+        "",
+        "| tweets | " + " | ".join(stages) + " |",
+        "|---:|" + "---:|" * len(stages),
+    ]
+    for run in runs:
+        cells = [f"{run['stages'][s].get('peak_rss_mb', {}).get('python', 0):.0f}" for s in stages]
+        lines.append(f"| {n(run['tweets'])} | " + " | ".join(cells) + " |")
     biggest = runs[-1]
     tables = biggest["disk_mb_per_million_tweets"]["warehouse_tables"]
     lines += [

@@ -72,6 +72,11 @@ GROUP BY {view.KEY}
 """
 
 
+# Sort memory for the deduplication of a few million rows, for the recompute's transaction
+# only (PostgreSQL's default, 4 MB, sends the sort to disk twice; Redshift sorts on the cluster).
+WORK_MEM = "128MB"
+
+
 def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeResult:
     """Compute a new run of the batch view for ingest days before ``cutoff`` and publish it."""
     settings = settings or get_settings()
@@ -80,8 +85,7 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
     try:
         with conn, conn.cursor() as cur:
             if settings.warehouse_dialect == "postgres":
-                # Sort memory for the deduplication of a few million rows (this run only).
-                cur.execute("SET LOCAL work_mem = '128MB'")
+                cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
             cur.execute(batch_view_sql(), {"run_id": run_id, "cutoff": cutoff})
             cur.execute("DELETE FROM batch_meta")
             cur.execute(

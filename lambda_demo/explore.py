@@ -9,7 +9,7 @@ local paths; nothing here prints a credential.
 Two helpers change state, and only under names they are given: `sample_file` writes a
 generated stream into the git-ignored ``$LAMBDA_DEMO_HOME``, and `reset_namespace` wipes one
 namespace (topics, bucket objects, schema, checkpoints) so notebook 05 can run the whole loop
-from an empty pipeline. `start_spark` also keeps Spark's JVM chatter out of cell outputs.
+from an empty pipeline.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-    from pyspark.sql import SparkSession
 
     from lambda_demo.stack.manager import ServiceStatus
 
@@ -79,38 +78,6 @@ def relative(path: Path | str) -> str:
     with contextlib.suppress(ValueError):
         return str(path.resolve().relative_to(REPO_ROOT.resolve()))
     return path.name
-
-
-def start_spark(settings: Settings | None = None) -> SparkSession:
-    """`lambda_demo.spark.get_spark`, with the JVM's own console output sent to a log file.
-
-    Spark's JVM writes its start-up chatter (Ivy resolution, log4j warnings, local paths)
-    straight to the process's stdout and stderr, which Jupyter shows under the cell. The JVM
-    inherits those file descriptors when it starts, so pointing them at
-    ``$LAMBDA_DEMO_HOME/logs/spark.log`` for the duration of the start is enough: later
-    streaming queries reuse this session (``getOrCreate``) and log there too.
-    """
-    import os
-    import sys
-
-    from lambda_demo.spark import get_spark
-
-    settings = settings or get_settings()
-    log_file = settings.home / "logs" / "spark.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with log_file.open("ab") as log:
-        try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            return get_spark(settings)
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def status_table(statuses: list[ServiceStatus]) -> pd.DataFrame:

@@ -8,9 +8,11 @@ at exactly the version of the installed pyspark. A mismatched connector is the m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,10 @@ def kafka_connector() -> str:
 
 
 def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo") -> SparkSession:
-    """A SparkSession for 2 cores with the Kafka connector (reused if one is running)."""
+    """A SparkSession for 2 cores with the Kafka connector (reused if one is running).
+
+    The JVM's own console output goes to ``$LAMBDA_DEMO_HOME/logs/spark.log``.
+    """
     from pyspark.sql import SparkSession
 
     settings = settings or get_settings()
@@ -61,6 +66,34 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         # Python workers must run this interpreter, which has lambda_demo installed
         # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = builder.getOrCreate()
+    log_file = settings.home / "logs" / "spark.log"
+    with _console_to(log_file):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+@contextlib.contextmanager
+def _console_to(log_file: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr at ``log_file`` while a JVM may start.
+
+    Spark's JVM writes its start-up chatter (Ivy resolution, log4j warnings, local paths)
+    and later its WARN lines straight to the file descriptors it inherits, which the CLI
+    prints and Jupyter shows under a cell. The JVM keeps the descriptors it was started with,
+    so redirecting them for the start alone sends everything it writes afterwards to the log
+    as well; errors still reach Python as exceptions.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with log_file.open("ab") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

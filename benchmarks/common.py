@@ -132,6 +132,9 @@ class MemorySampler:
             self._stop.wait(0.5)
 
     def __enter__(self) -> MemorySampler:
+        # Python rarely hands freed memory back to the OS, so this process's peak includes what
+        # earlier stages left behind; its RSS at the start tells the two apart.
+        self.python_start_mb = psutil.Process().memory_info().rss / 2**20
         self._thread.start()
         return self
 

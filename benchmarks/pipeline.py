@@ -16,6 +16,7 @@ from lambda_demo import sample, speed
 from lambda_demo.batch.run import run_batch
 from lambda_demo.check import check
 from lambda_demo.replay import replay
+from lambda_demo.spark import get_spark
 from lambda_demo.warehouse import connect
 
 DEMO_TARGET_SECONDS = 300.0
@@ -28,7 +29,10 @@ def _speed_once(settings) -> None:
 
 
 def scale_run(home: Path, tweets: int) -> dict:
-    """Sample -> replay (speedup 0) -> speed once -> batch (cutoff = last day) -> check."""
+    """Sample -> replay (speedup 0) -> speed once -> batch (cutoff = last day) -> check.
+
+    Spark is started before the clock runs, as in 3a: ``speed_once`` times the queries alone.
+    """
     settings = isolated(home)
     path = home / f"sample-{tweets}.jsonl.gz"
     stages: dict[str, dict] = {}
@@ -40,6 +44,7 @@ def scale_run(home: Path, tweets: int) -> dict:
         "batch": lambda: run_batch(settings, progress=False),
         "check": lambda: check(settings),
     }
+    get_spark(settings)  # the JVM's start is not the speed layer's work (3a does the same)
     outcome = {}
     for name, step in steps.items():
         with MemorySampler(settings) as memory:
@@ -48,6 +53,7 @@ def scale_run(home: Path, tweets: int) -> dict:
             "seconds": seconds,
             "per_s": lines["lines"] / seconds,
             "peak_rss_mb": memory.peaks_mb,
+            "python_start_mb": memory.python_start_mb,
         }
     result = outcome["check"]
     conn = connect(settings)

@@ -66,16 +66,20 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         # Python workers must run this interpreter, which has lambda_demo installed
         # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    log_file = settings.home / "logs" / "spark.log"
-    with _console_to(log_file):
+    with _console_to(log_file(settings)):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
 
+def log_file(settings: Settings) -> Path:
+    """Where Spark's JVM writes its console output (see ``get_spark``)."""
+    return settings.home / "logs" / "spark.log"
+
+
 @contextlib.contextmanager
-def _console_to(log_file: Path) -> Iterator[None]:
-    """Point this process's stdout and stderr at ``log_file`` while a JVM may start.
+def _console_to(path: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr at ``path`` while a JVM may start.
 
     Spark's JVM writes its start-up chatter (Ivy resolution, log4j warnings, local paths)
     and later its WARN lines straight to the file descriptors it inherits, which the CLI
@@ -83,11 +87,11 @@ def _console_to(log_file: Path) -> Iterator[None]:
     so redirecting them for the start alone sends everything it writes afterwards to the log
     as well; errors still reach Python as exceptions.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with log_file.open("ab") as log:
+    with path.open("ab") as log:
         try:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)

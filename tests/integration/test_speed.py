@@ -129,3 +129,24 @@ def test_killed_mid_stream_restarts_exact(settings: Settings, cli_env: dict[str,
     # Spark's Python workers outlive a SIGKILLed driver briefly; the checkpoint is what counts.
     run_speed(settings, once=True)
     assert _speed_by_day(settings) == expected_by_day(first + second)
+
+
+def test_cli_keeps_spark_console_output_in_its_log(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    """`lambda-demo speed` prints one line of its own; the JVM's output goes to spark.log."""
+    deliveries = _stream(1, 50)
+    produce(settings, deliveries)
+    warehouse.ensure_schema(settings)
+    log = settings.home / "logs" / "spark.log"
+    before = log.stat().st_size if log.exists() else 0
+    command = [sys.executable, "-m", "lambda_demo.cli", "speed", "--once"]
+    done = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        f"speed layer running until the topic is drained; Spark's own log: {log}"
+    ]
+    jvm_markers = ("WARN ", "log4j", ":: resolving", "artifacts copied", "Ivy")
+    assert not [line for line in done.stderr.splitlines() if any(m in line for m in jvm_markers)]
+    assert log.stat().st_size > before  # the chatter went somewhere a reader can look
+    assert _speed_by_day(settings) == expected_by_day(deliveries)

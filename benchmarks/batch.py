@@ -63,26 +63,35 @@ def sql(settings: Settings, statement: str, *, work_mem: str | None = None) -> l
         conn.close()
 
 
+def copy_in_seconds(settings: Settings) -> float:
+    """The load's baseline: the very same rows of ``raw_tweets``, exported to CSV, then
+    written by psql's ``\\copy`` into an empty twin table; returns the seconds of that copy."""
+    csv = Path(tempfile.mkdtemp(prefix="lambda-demo-bench-copy-")) / "raw_tweets.csv"
+    try:
+        psql(settings, f"\\copy raw_tweets TO '{csv}' WITH (FORMAT csv)")
+        sql(settings, "CREATE TABLE copy_twin (LIKE raw_tweets)")
+        seconds, _ = timed(
+            lambda: psql(settings, f"\\copy copy_twin FROM '{csv}' WITH (FORMAT csv)")
+        )
+        sql(settings, "DROP TABLE copy_twin")
+        return seconds
+    finally:
+        csv.unlink(missing_ok=True)
+        csv.parent.rmdir()
+
+
 def archive_and_load(home: Path, topic: str, *, repeats: int) -> dict:
     """Archive the benchmark topic into a fresh bucket and load it into a fresh schema."""
     archive_rates, load_rates, copy_rates, ratios = [], [], [], []
-    csv = Path(tempfile.mkdtemp(prefix="lambda-demo-bench-copy-")) / "raw_tweets.csv"
     for _ in range(repeats):
         settings = isolated(home, topic=topic, dlq_topic=f"{topic}.dlq")
         seconds, archived = timed(lambda s=settings: archiver.archive(s, progress=False))
         archive_rates.append(archived.records_archived / seconds)
         load_seconds, loaded = timed(lambda s=settings: loader.load(s, progress=False))
         load_rates.append(loaded.rows_loaded / load_seconds)
-        # The baseline: the very same rows, written by psql's \copy into an empty twin table.
-        psql(settings, f"\\copy raw_tweets TO '{csv}' WITH (FORMAT csv)")
-        sql(settings, "CREATE TABLE copy_twin (LIKE raw_tweets)")
-        copy_seconds, _ = timed(
-            lambda s=settings: psql(s, f"\\copy copy_twin FROM '{csv}' WITH (FORMAT csv)")
-        )
+        copy_seconds = copy_in_seconds(settings)
         copy_rates.append(loaded.rows_loaded / copy_seconds)
         ratios.append(load_seconds / copy_seconds)
-    csv.unlink()
-    csv.parent.rmdir()
     # Where the time goes: one more archive + load into a fresh bucket and schema, profiled.
     fresh = isolated(home, topic=topic, dlq_topic=f"{topic}.dlq")
     profiles = {

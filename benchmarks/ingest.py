@@ -52,10 +52,11 @@ def the_2017_way(home: Path, sample: Path, limit: int = 2_000) -> tuple[float, i
     return seconds, sent
 
 
-def mean_flat_size(sample: Path) -> int:
+def mean_flat_size(sample: Path, limit: int | None = None) -> int:
+    """Mean size of the flat records of the sample's valid lines (of its first ``limit``)."""
     sizes = [
         len(parsed.to_json_bytes())
-        for raw in read_lines(sample)
+        for raw in itertools.islice(read_lines(sample), limit)
         if isinstance(parsed := parse_api_tweet(raw), FlatTweet)
     ]
     return round(sum(sizes) / len(sizes))

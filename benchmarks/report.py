@@ -47,10 +47,8 @@ def plot(growth: list[dict], path: Path) -> None:
         ]
         right.plot(sizes, peaks, "o-", label=service)
     # This process, split: the pipeline's stages vs `check`, which holds every tweet by design.
-    for label, chosen in (
-        ("python: pipeline", ["replay", "speed_once", "batch"]),
-        ("python: check", ["check"]),
-    ):
+    pipeline = [s for s in stages if s != "check"]
+    for label, chosen in (("python: pipeline", pipeline), ("python: check", ["check"])):
         peaks = [
             max(r["stages"][s].get("peak_rss_mb", {}).get("python", 0) for s in chosen)
             for r in growth
@@ -288,6 +286,25 @@ def _growth(runs: list[dict]) -> list[str]:
             rise = max(0.0, peak - stage.get("python_start_mb", peak))
             cells.append(f"{peak:.0f} (+{rise:.0f})")
         lines.append(f"| {n(run['tweets'])} | " + " | ".join(cells) + " |")
+    if all("baselines" in run for run in runs):
+        lines += [
+            "",
+            "Each stage beside its baseline, run right after it on the same data (ratio >= 1 "
+            "means ours is as fast as the tool's own path):",
+            "",
+            "| tweets | replay / `ProducerPerformance` (rate) | speed_once / Spark batch read "
+            "(rate) | `\\copy` time / load time |",
+            "|---:|---:|---:|---:|",
+        ]
+        for run in runs:
+            b = run["baselines"]
+            lines.append(
+                f"| {n(run['tweets'])} | {b['replay_over_producer_performance']:.3f} "
+                f"(tool {n(b['producer_performance_records_per_s'])}/s) | "
+                f"{b['speed_over_spark_read']:.2f} (read {n(b['spark_read_records_per_s'])}/s) | "
+                f"{1 / b['load_time_over_copy_time']:.3f} "
+                f"(load {b['load_time_over_copy_time']:.1f}x the `\\copy` time) |"
+            )
     biggest = runs[-1]
     tables = biggest["disk_mb_per_million_tweets"]["warehouse_tables"]
     lines += [

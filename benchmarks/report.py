@@ -400,6 +400,14 @@ def _targets(results: dict) -> list[str]:
                 "tweets/s",
                 True,
             )
+        if baselines := largest.get("baselines"):
+            add(
+                f"load time / `\\copy` time at scale ({n(largest['tweets'])} tweets, one run)",
+                baselines["load_time_over_copy_time"],
+                results.get("batch", {}).get("target_load_over_copy", 2.0),
+                "x",
+                False,
+            )
     if r := results.get("freshness"):
         add(
             "freshness p95 (2 s trigger)",

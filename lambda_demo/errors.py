@@ -19,3 +19,7 @@ class StackError(LambdaDemoError):
 
 class JavaMissingError(StackError):
     """No Java 17+ on the PATH (Kafka, S3Proxy and Spark all run on the JVM)."""
+
+
+class SparkStartError(LambdaDemoError):
+    """Spark's JVM did not start; its own output (in logs/spark.log) says why."""

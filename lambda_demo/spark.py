@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lambda_demo.errors import SparkStartError
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.stack.jvm import CACHE_DIR, java_version
 
@@ -66,8 +67,20 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         # Python workers must run this interpreter, which has lambda_demo installed
         # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    with _console_to(log_file(settings)):
-        spark = builder.getOrCreate()
+    log = log_file(settings)
+    start = log.stat().st_size if log.exists() else 0
+    try:
+        with _console_to(log):
+            spark = builder.getOrCreate()
+    except Exception as exc:  # the reason (Ivy, Java) is in what the JVM wrote, not in exc
+        with log.open("rb") as handle:
+            handle.seek(start)
+            written = handle.read().decode("utf-8", "replace").splitlines()
+        tail = [line for line in written if not line.startswith("\tat ")][-8:]  # no frames
+        raise SparkStartError(
+            f"Spark did not start ({type(exc).__name__}: {exc}). The JVM's last words, from "
+            f"{log}:\n" + "\n".join(tail)
+        ) from exc
     spark.sparkContext.setLogLevel("WARN")
     return spark
 

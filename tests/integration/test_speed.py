@@ -150,3 +150,16 @@ def test_cli_keeps_spark_console_output_in_its_log(
     assert not [line for line in done.stderr.splitlines() if any(m in line for m in jvm_markers)]
     assert log.stat().st_size > before  # the chatter went somewhere a reader can look
     assert _speed_by_day(settings) == expected_by_day(deliveries)
+
+
+def test_spark_start_failure_shows_the_jvms_reason(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    """The JVM's reason lives in spark.log, not in pyspark's "gateway exited": show it."""
+    env = {**cli_env, "LAMBDA_DEMO_SPARK_MASTER": "nonsense://nowhere"}
+    command = [sys.executable, "-m", "lambda_demo.cli", "speed", "--once"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Spark did not start" in done.stderr
+    assert "Master must either be yarn or start with spark, k8s, or local" in done.stderr
+    assert "\tat org.apache" not in done.stderr  # the reason, not the stack frames

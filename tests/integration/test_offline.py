@@ -65,8 +65,10 @@ def test_demo_runs_offline_after_prefetch() -> None:
         output = demo.stdout + demo.stderr
         assert demo.returncode == 0, output[-4000:]
         assert "check: OK" in demo.stdout, output[-4000:]
-        # The proxy really was in force: every JVM announced it.
-        assert "Picked up JAVA_TOOL_OPTIONS" in demo.stderr
+        # The proxy really was in force: every JVM announced it, in its own log.
+        for jvm in ("kafka", "s3", "spark"):
+            log = (home / "logs" / f"{jvm}.log").read_text(errors="replace")
+            assert "Picked up JAVA_TOOL_OPTIONS" in log, jvm
     finally:
         from lambda_demo import stack
 

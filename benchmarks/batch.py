@@ -51,12 +51,12 @@ def psql(settings: Settings, command: str) -> None:
     )
 
 
-def sql(settings: Settings, statement: str, *, work_mem: str | None = None) -> list[tuple]:
+def sql(settings: Settings, statement: str, *, recompute_memory: bool = False) -> list[tuple]:
     conn = warehouse.connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            if work_mem:
-                cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+            if recompute_memory:
+                recompute.use_work_mem(cur)
             cur.execute(statement)
             return cur.fetchall() if cur.description else []
     finally:
@@ -154,14 +154,14 @@ def recompute_1m(home: Path, *, tweets: int, repeats: int) -> tuple[dict, Settin
         seconds, result = timed(lambda: recompute.recompute(settings, cutoff=CUTOFF))
         ours.append(seconds)
         # The same sort memory as the recompute's transaction: only the deduplication differs.
-        baseline.append(timed(lambda: sql(settings, plain, work_mem=recompute.WORK_MEM))[0])
+        baseline.append(timed(lambda: sql(settings, plain, recompute_memory=True))[0])
     best = summary(ours)
     rows = sql(settings, "SELECT COUNT(*) FROM raw_tweets")[0][0]
     # The SQL "profile": the executed plan of the recompute's INSERT, rolled back.
     conn = warehouse.connect(settings)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT set_config('work_mem', %s, true)", (recompute.WORK_MEM,))
+            recompute.use_work_mem(cur)
             cur.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + recompute.batch_view_sql(),
                 {"run_id": "explain", "cutoff": CUTOFF},

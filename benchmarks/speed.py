@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+from psycopg2.extensions import cursor
+
 from benchmarks.common import isolated, percentile, summary, timed
 from lambda_demo import kafka_io, serving, speed, view, warehouse
 from lambda_demo.contract import FlatTweet, parse_api_tweet
@@ -60,14 +62,9 @@ def unique_tweets(sample: Path) -> list[FlatTweet]:
     return list(seen.values())
 
 
-def _speed_total(settings: Settings) -> int:
-    conn = warehouse.connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT COALESCE(SUM(tweet_count), 0) FROM speed_view")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+def _speed_total(cur: cursor) -> int:
+    cur.execute("SELECT COALESCE(SUM(tweet_count), 0) FROM speed_view")
+    return int(cur.fetchone()[0])
 
 
 def serving_latencies(settings: Settings, place: str, stop: threading.Event) -> dict:
@@ -109,14 +106,17 @@ def freshness_and_serving(
     speed.await_first_batch(queries)
     producer = kafka_io.producer(settings)
     handler = TweetHandler.for_settings(producer, settings)
-    base = _speed_total(settings)
+    # The poller's own connection: the serving queries keep theirs to themselves.
+    poller = warehouse.connect(settings, autocommit=True)
+    cur = poller.cursor()
+    base = _speed_total(cur)
     sent: list[tuple[float, int]] = []  # (time handed to the producer, cumulative count)
     seen: list[tuple[float, int]] = []  # (time polled, speed-view total)
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.is_set():
-            seen.append((time.time(), _speed_total(settings) - base))
+            seen.append((time.time(), _speed_total(cur) - base))
             time.sleep(0.05)
 
     latencies: dict[str, list[float]] = {}
@@ -146,6 +146,7 @@ def freshness_and_serving(
     for q in queries:
         q.stop()
     producer.close()
+    poller.close()
     lags = []
     for when, total in sent:
         visible = next((t for t, n in seen if n >= total), None)

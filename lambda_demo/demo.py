@@ -60,13 +60,10 @@ def _sample(
 ) -> None:
     """One timeline row: the serving totals split into batch and speed parts, and freshness."""
     parts = serving.totals(settings)
-    conn = warehouse.connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) FROM speed_commits")
-            staleness = cur.fetchone()[0]
-    finally:
-        conn.close()
+    staleness = warehouse.fetch_frame(
+        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_commits",
+        settings=settings,
+    )["age"].iloc[0]
     timeline.append(
         {
             "wall_seconds": round(time.monotonic() - started, 1),

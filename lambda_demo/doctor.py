@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from lambda_demo import prefetch
 from lambda_demo.settings import Settings, get_settings
+from lambda_demo.stack.jvm import java_major
 
 GB = 1024**3
 MIN_PYTHON = (3, 11)
@@ -67,6 +67,13 @@ def _red(name: str, detail: str, fix: str) -> Verdict:
 # --- pure verdicts -----------------------------------------------------------------------------
 
 
+def _at_least(name: str, value: int, minimum: int, detail: str, fix: str) -> Verdict:
+    """Green when ``value`` reaches ``minimum`` bytes; red naming the minimum otherwise."""
+    if value >= minimum:
+        return _green(name, detail)
+    return _red(name, f"{detail} (need {minimum / GB:.0f} GB)", fix)
+
+
 def python_check(version: tuple[int, ...]) -> Verdict:
     text = ".".join(str(part) for part in version[:3])
     if tuple(version[:2]) >= MIN_PYTHON:
@@ -95,24 +102,22 @@ def java_check(major: int | None) -> Verdict:
 def memory_check(available_bytes: int | None) -> Verdict:
     if available_bytes is None:
         return _green("Memory", "could not measure available memory; make sure 4 GB are free")
-    detail = f"{available_bytes / GB:.1f} GB available"
-    if available_bytes >= MIN_MEMORY_BYTES:
-        return _green("Memory", detail)
-    return _red(
+    return _at_least(
         "Memory",
-        f"{detail} (need 4 GB)",
+        available_bytes,
+        MIN_MEMORY_BYTES,
+        f"{available_bytes / GB:.1f} GB available",
         "close other programs (browsers, IDEs, Docker Desktop's VM) until 4 GB are free; "
         "with Docker, give its VM at least 6 GB in Settings > Resources.",
     )
 
 
 def disk_check(free_bytes: int, home: Path) -> Verdict:
-    detail = f"{free_bytes / GB:.1f} GB free at {home}"
-    if free_bytes >= MIN_DISK_BYTES:
-        return _green("Disk", detail)
-    return _red(
+    return _at_least(
         "Disk",
-        f"{detail} (need 2 GB)",
+        free_bytes,
+        MIN_DISK_BYTES,
+        f"{free_bytes / GB:.1f} GB free at {home}",
         "free some space, or point LAMBDA_DEMO_HOME at a disk with 2 GB free; "
         "`lambda-demo stack reset` deletes an old stack's data.",
     )
@@ -180,17 +185,6 @@ def blocked(name: str, reds: list[str]) -> Verdict:
 
 
 # --- measurements ------------------------------------------------------------------------------
-
-
-def java_major() -> int | None:
-    java = shutil.which("java")
-    if java is None:
-        return None
-    import re
-
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    match = re.search(r'version "(\d+)', out)
-    return int(match.group(1)) if match else 0
 
 
 def available_memory() -> int | None:

@@ -42,7 +42,6 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
     from pyspark.sql import SparkSession
 
     settings = settings or get_settings()
-    java_version()
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -73,6 +72,7 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         with _console_to(log):
             spark = builder.getOrCreate()
     except Exception as exc:  # the reason (Ivy, Java) is in what the JVM wrote, not in exc
+        java_version()  # no or an old Java: say what to install (checked only on failure)
         with log.open("rb") as handle:
             handle.seek(start)
             written = handle.read().decode("utf-8", "replace").splitlines()

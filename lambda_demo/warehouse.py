@@ -147,18 +147,17 @@ def _reader(args: dict[str, object]) -> connection:
     return conn
 
 
-def _forget_reader(args: dict[str, object]) -> None:
-    with _readers_lock:
-        conn = _readers.pop(tuple(sorted(args.items())), None)
-    if conn is not None:
-        conn.close()
-
-
 def _read(args: dict[str, object], query: sql.Composable | str, params: object) -> tuple:
     # A psycopg2 connection runs one statement at a time: readers in threads take turns.
-    with _readers_lock, _reader(args).cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall(), [d.name for d in cur.description]
+    with _readers_lock:
+        conn = _reader(args)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall(), [d.name for d in cur.description]
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            conn.close()  # closed connections are replaced by the next ``_reader`` call
+            raise
 
 
 def fetch_frame(
@@ -178,7 +177,6 @@ def fetch_frame(
     try:
         rows, columns = _read(args, query, params)
     except (psycopg2.OperationalError, psycopg2.InterfaceError):
-        _forget_reader(args)
         rows, columns = _read(args, query, params)
     return pd.DataFrame(rows, columns=columns)
 

@@ -26,7 +26,9 @@ class Delivery:
         return self.tweet.to_json_bytes() if self.tweet else self.garbage  # type: ignore[return-value]
 
 
-def tweet(tweet_id: int, location: str, followers: int = 1, likes: int = 0, retweets: int = 0):
+def tweet(
+    tweet_id: int | str, location: str, followers: int = 1, likes: int = 0, retweets: int = 0
+):
     return FlatTweet(
         tweet_id=str(tweet_id),
         created_at="2026-11-01T00:00:00.000Z",

@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from psycopg2.extensions import cursor
+
 from lambda_demo import view, warehouse
 from lambda_demo.settings import Settings, get_settings
 
@@ -77,6 +79,11 @@ GROUP BY {view.KEY}
 WORK_MEM = "128MB"
 
 
+def use_work_mem(cur: cursor) -> None:
+    """Give the current transaction ``WORK_MEM`` for its sorts (PostgreSQL only)."""
+    cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+
+
 def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeResult:
     """Compute a new run of the batch view for ingest days before ``cutoff`` and publish it."""
     settings = settings or get_settings()
@@ -85,7 +92,7 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
     try:
         with conn, conn.cursor() as cur:
             if settings.warehouse_dialect == "postgres":
-                cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+                use_work_mem(cur)
             cur.execute(batch_view_sql(), {"run_id": run_id, "cutoff": cutoff})
             cur.execute("DELETE FROM batch_meta")
             cur.execute(

@@ -49,17 +49,24 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-def java_version() -> int:
-    """The major version of ``java`` on the PATH; raises with an install hint if absent."""
+def java_major() -> int | None:
+    """The major version of ``java`` on the PATH (0 if unreadable, None if absent)."""
     java = shutil.which("java")
     if java is None:
+        return None
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else 0
+
+
+def java_version() -> int:
+    """The major version of ``java`` on the PATH; raises with an install hint if absent."""
+    major = java_major()
+    if major is None:
         raise JavaMissingError(
             "Java 17+ is needed for Kafka, S3Proxy and Spark: install OpenJDK 17 "
             "(conda: `conda env create -f environment.yml`; Debian: `apt install openjdk-17-jre`)."
         )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    match = re.search(r'version "(\d+)', out)
-    major = int(match.group(1)) if match else 0
     if major < 17:
         raise JavaMissingError(f"Java {major} found, but 17+ is needed: install OpenJDK 17.")
     return major

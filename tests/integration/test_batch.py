@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
+import helpers
 import pandas as pd
 import pytest
 from kafka import TopicPartition
@@ -71,18 +72,9 @@ def at(day: date, hh: int = 0, mm: int = 0, ss: int = 0, ms: int = 0) -> int:
 
 
 def tweet(tweet_id: int | str, location: str, *, likes: int = 1, followers: int = 10) -> FlatTweet:
-    return FlatTweet(
-        tweet_id=str(tweet_id),
-        created_at="2024-03-01T00:00:00.000Z",
-        author_id="42",
-        location=location,
-        followers_count=followers,
-        like_count=likes,
-        retweet_count=int(tweet_id) % 7,
-        hashtags=("lambda",),
-        lang="en",
-        text=f"tweet {tweet_id}",
-    )
+    """A valid tweet whose retweet count varies with its id, so the sums differ per tweet."""
+    retweets = int(tweet_id) % 7
+    return helpers.tweet(tweet_id, location, followers=followers, likes=likes, retweets=retweets)
 
 
 def dataset() -> list[Record]:

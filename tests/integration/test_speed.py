@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, produce, tweet
@@ -163,3 +164,17 @@ def test_spark_start_failure_shows_the_jvms_reason(
     assert "Spark did not start" in done.stderr
     assert "Master must either be yarn or start with spark, k8s, or local" in done.stderr
     assert "\tat org.apache" not in done.stderr  # the reason, not the stack frames
+
+
+def test_spark_without_java_says_what_to_install(tmp_path) -> None:
+    """No Java on the PATH: the error names the fix, not pyspark's "gateway exited"."""
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent),
+        "LAMBDA_DEMO_HOME": str(tmp_path),
+    }
+    code = "from lambda_demo.spark import get_spark; get_spark()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "JavaMissingError: Java 17+ is needed" in done.stderr
+    assert "install OpenJDK 17" in done.stderr

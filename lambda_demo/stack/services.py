@@ -80,14 +80,28 @@ def _kafka_config(home: Path, entry: dict) -> Path:
     return config
 
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with ``-``.
+
+    One id in 64 would otherwise start with ``-``, and the storage tool's argument parser then
+    reads it as an option ("expected one argument"): a stack that fails to start once in 64
+    fresh homes. Kafka's own ``Uuid.randomUuid`` draws again in that case; so do we.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _kafka_prepare(home: Path, entry: dict) -> None:
     config = _kafka_config(home, entry)
     if (home / "kafka" / "logs" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     java = [*_java("kafka", "256m"), "kafka.tools.StorageTool"]
     result = subprocess.run(
-        [*java, "format", "-t", cluster_id, "-c", str(config)], capture_output=True, text=True
+        [*java, "format", f"--cluster-id={kafka_cluster_id()}", f"--config={config}"],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise StackError(f"Kafka storage format failed:\n{result.stdout}\n{result.stderr}")

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmarks.ingest import TARGET_TWEETS_PER_SECOND as TARGET_REPLAY
-from benchmarks.speed import ROUND_TRIP
+from benchmarks.speed import ROUND_TRIP, worst_serving_p99
 from benchmarks.speed import TARGET_TWEETS_PER_SECOND as TARGET_SPEED
 
 NOTES = Path(__file__).resolve().parent / "notes.md"
@@ -188,10 +188,6 @@ def _speed(r: dict) -> list[str]:
     ]
 
 
-def _worst_serving_p99(busy: dict) -> float:
-    return max(v["p99_ms"] for name, v in busy.items() if name != ROUND_TRIP)
-
-
 def _freshness(r: dict) -> list[str]:
     busy, idle = r["serving_under_load"], r["serving_idle"]
     lines = [
@@ -223,7 +219,7 @@ def _freshness(r: dict) -> list[str]:
             f"| `{name}` | {v['n']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | "
             f"{quiet['p99_ms']:.1f} | {v['p99_ms'] / quiet['p99_ms']:.1f} | {over_floor} |"
         )
-    worst = _worst_serving_p99(busy)
+    worst = worst_serving_p99(busy)
     lines += [
         "",
         "Target p99 < 20 ms: "
@@ -416,7 +412,7 @@ def _targets(results: dict) -> list[str]:
             "s",
             False,
         )
-        worst = _worst_serving_p99(r["serving_under_load"])
+        worst = worst_serving_p99(r["serving_under_load"])
         add(
             "serving p99 (worst query, under load)",
             worst,

@@ -22,6 +22,11 @@ SERVING_TARGET_P99_MS = 20.0
 ROUND_TRIP = "SELECT 1"  # the baseline row of the serving table, not a serving query
 
 
+def worst_serving_p99(busy: dict) -> float:
+    """The slowest serving query's p99 (ms); the ``SELECT 1`` floor is not a serving query."""
+    return max(v["p99_ms"] for name, v in busy.items() if name != ROUND_TRIP)
+
+
 def throughput(home: Path, topic: str, *, repeats: int) -> dict:
     """``start_queries(once=True)`` over the topic vs Spark's plain batch read of it."""
     spark = get_spark(Settings(home=home))  # started once, outside the timings
@@ -170,9 +175,7 @@ def freshness_and_serving(
         "serving_under_load": busy,
         "serving_idle": _latency_table(idle),
         "serving_target_p99_ms": SERVING_TARGET_P99_MS,
-        "serving_target_met": all(
-            v["p99_ms"] < SERVING_TARGET_P99_MS for k, v in busy.items() if k != ROUND_TRIP
-        ),
+        "serving_target_met": worst_serving_p99(busy) < SERVING_TARGET_P99_MS,
     }
 
 

@@ -106,10 +106,9 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _speed(args: argparse.Namespace) -> int:
     from lambda_demo.settings import get_settings
-    from lambda_demo.spark import log_file
     from lambda_demo.speed import run_speed
 
-    log = log_file(get_settings())
+    log = get_settings().log_file("spark")
     until = "until the topic is drained" if args.once else "until Ctrl-C"
     print(f"speed layer running {until}; Spark's own log: {log}", flush=True)
     run_speed(once=args.once, trigger_seconds=args.trigger_seconds)

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     def state_file(self) -> Path:
         return self.home / "stack" / "state.json"
 
+    def log_file(self, process: str) -> Path:
+        """Where a process's console output goes: each service's, and Spark's JVM's."""
+        return self.home / "logs" / f"{process}.log"
+
     def endpoints(self) -> Endpoints:
         """Resolve every address and credential for the active profile."""
         base: dict = {}

@@ -66,7 +66,7 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         # Python workers must run this interpreter, which has lambda_demo installed
         # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    log = log_file(settings)
+    log = settings.log_file("spark")
     start = log.stat().st_size if log.exists() else 0
     try:
         with _console_to(log):
@@ -83,11 +83,6 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         ) from exc
     spark.sparkContext.setLogLevel("WARN")
     return spark
-
-
-def log_file(settings: Settings) -> Path:
-    """Where Spark's JVM writes its console output (see ``get_spark``)."""
-    return settings.home / "logs" / "spark.log"
 
 
 @contextlib.contextmanager

@@ -241,10 +241,12 @@ def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> 
     A query that dies meanwhile raises its error here instead of failing later, mid-demo.
     """
     deadline = time.monotonic() + timeout
-    while any(q.lastProgress is None for q in queries):
-        for query in queries:
-            if not query.isActive and query.exception() is not None:
-                raise query.exception()
+    while waiting := [q for q in queries if q.lastProgress is None]:
+        for query in waiting:
+            if not query.isActive and query.lastProgress is None:  # stopped, never progressed
+                raise query.exception() or RuntimeError(
+                    f"speed query {query.name} stopped before its first micro-batch"
+                )
         if time.monotonic() > deadline:
             raise TimeoutError(f"the speed layer did not finish a micro-batch in {timeout:.0f} s")
         time.sleep(0.2)

@@ -14,7 +14,6 @@ import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
@@ -58,10 +57,6 @@ def _save(settings: Settings, state: dict) -> None:
     tmp.replace(settings.state_file)
 
 
-def _log_file(settings: Settings, service: Service) -> Path:
-    return settings.home / "logs" / f"{service.name}.log"
-
-
 def up(settings: Settings | None = None) -> list[ServiceStatus]:
     """Start every service that is not already answering, then create topics and bucket.
 
@@ -99,7 +94,7 @@ def _up(settings: Settings) -> list[ServiceStatus]:
         _save(settings, state)
         entry["pid"] = start_detached(
             service.command(home, entry),
-            log_file=_log_file(settings, service),
+            log_file=settings.log_file(service.name),
             cwd=home,
             preexec_fn=service.run_as(home),
         )
@@ -116,14 +111,14 @@ def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
         if not pid_alive(entry["pid"]):
             raise StackError(
                 f"{service.title} exited during start-up. Last lines of its log "
-                f"({_log_file(settings, service)}):\n{log_tail(_log_file(settings, service))}"
+                f"({settings.log_file(service.name)}):\n{log_tail(settings.log_file(service.name))}"
             )
         if service.ready(entry):
             return
         time.sleep(0.5)
     raise StackError(
         f"{service.title} did not answer within {READY_TIMEOUT_SECONDS:.0f} s. "
-        f"Log:\n{log_tail(_log_file(settings, service))}"
+        f"Log:\n{log_tail(settings.log_file(service.name))}"
     )
 
 
@@ -182,14 +177,14 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
             taken = [
                 p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=None))
             ]
-            tail = log_tail(_log_file(settings, service), 5)
+            tail = log_tail(settings.log_file(service.name), 5)
             hint = diagnose.dead_service_problem(service.name, pid, tail)
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         elif not service.ready(entry):
             taken = [
                 p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=pid))
             ]
-            hint = f"running but not answering on {address}; see {_log_file(settings, service)}"
+            hint = f"running but not answering on {address}; see {settings.log_file(service.name)}"
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
             result.append(_status(service, address, True, _join(*warnings)))

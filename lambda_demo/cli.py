@@ -10,6 +10,7 @@ Usage::
     lambda-demo speed [--once] [--trigger-seconds S]
     lambda-demo query [--top N] [--by COLUMN] [--json]
     lambda-demo check [--json]
+    lambda-demo status [--json]
     lambda-demo demo [--speedup X]
     lambda-demo prefetch
     lambda-demo doctor [--quick]
@@ -136,6 +137,14 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _status(args: argparse.Namespace) -> int:
+    from lambda_demo.status import render, status
+
+    figures = status()
+    print(json.dumps(figures) if args.json else render(figures))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from lambda_demo.demo import run_demo
 
@@ -231,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck = commands.add_parser("check", help="recompute from Kafka and compare with serving")
     ck.add_argument("--json", action="store_true", help="one JSON object with the mismatches")
     ck.set_defaults(handler=_check)
+
+    stt = commands.add_parser("status", help="where the data is, layer by layer")
+    stt.add_argument("--json", action="store_true", help="one JSON object, one key per layer")
+    stt.set_defaults(handler=_status)
 
     dm = commands.add_parser("demo", help="the whole Lambda loop over the sample's days")
     dm.add_argument("--speedup", type=float, default=2400.0, help="simulated seconds per second")

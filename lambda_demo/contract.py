@@ -19,6 +19,8 @@ from typing import Any
 
 import tweepy
 
+from lambda_demo.clock import from_millis, to_millis
+
 UNKNOWN_LOCATION = "(unknown)"
 """The location key for authors whose location is missing, null, not a string or blank."""
 
@@ -26,7 +28,23 @@ FLAT_VERSION = 1
 """Value of the ``v`` key of every flat record; bump it when the flat layout changes."""
 
 MAX_BIGINT = 2**63 - 1
-"""Largest id and count accepted, so every number fits a signed 64-bit SQL column."""
+"""Largest tweet id accepted, so every id fits a signed 64-bit SQL column."""
+
+MAX_COUNT = 2**31 - 1
+"""Largest followers, like or retweet count accepted.
+
+Every measure of the view is a sum of counts in a signed 64-bit column (SQL ``BIGINT``,
+Spark ``long``, pandas ``int64``). With each count below 2**31, a location's sum stays below
+2**63 up to 2**32 tweets: ``(2**31 - 1) * 2**32 < 2**63``, so no stream the contract accepts
+can overflow a sum in any layer. Real counts are far smaller (the most-followed account has
+about 2**28 followers), so the bound refuses only forged records.
+"""
+
+FIRST_TWEET = datetime(2006, 3, 21, tzinfo=UTC)
+"""The day of the first tweet: no tweet was ingested before it."""
+
+LAST_INGEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+"""The last instant Python, pandas' epoch arithmetic, Spark and SQL dates all represent."""
 
 _MAX_ID_DIGITS = len(str(MAX_BIGINT))  # 19: checked before int() so a 1 MB id stays cheap
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() would accept "١٢٣" and "²"
@@ -138,7 +156,7 @@ def parse_api_tweet(raw: bytes | str) -> FlatTweet | Rejected | None:
     - ``bad_author_id``: ``data.author_id`` is not a non-empty string of ASCII digits.
     - ``author_not_in_includes``: no object in ``includes.users`` has that ``id``.
     - ``bad_retweet_count`` / ``bad_like_count``: ``data.public_metrics.retweet_count`` /
-      ``.like_count`` is not a JSON integer (bool and float refused) in [0, 2**63).
+      ``.like_count`` is not a JSON integer (bool and float refused) in [0, 2**31).
     - ``bad_followers_count``: the author's ``public_metrics.followers_count``, likewise.
     - ``bad_text``: ``data.text`` is not a string.
     - ``model_rejected``: tweepy's own ``Tweet``/``User`` models refuse the record (for
@@ -171,7 +189,7 @@ def parse_flat(raw: bytes | None) -> FlatTweet | Rejected:
     - ``bad_created_at``: ``created_at`` is not a string.
     - ``bad_location``: ``location`` is not a string.
     - ``bad_followers_count``, ``bad_like_count``, ``bad_retweet_count``: the field is not a
-      JSON integer (bool and float refused) in [0, 2**63).
+      JSON integer (bool and float refused) in [0, 2**31): see `MAX_COUNT`.
     - ``nul_character``: ``location``, ``author_id``, ``created_at`` or ``lang`` holds U+0000.
 
     Other keys are optional and never make a record invalid: ``author_id`` and ``text``
@@ -184,6 +202,41 @@ def parse_flat(raw: bytes | None) -> FlatTweet | Rejected:
         return FlatTweet.from_json_bytes(raw)
     except InvalidRecord as exc:
         return Rejected(exc.reason, exc.detail)
+
+
+MIN_INGEST_MS = to_millis(FIRST_TWEET)
+MAX_INGEST_MS = to_millis(LAST_INGEST)
+
+
+def ingest_time(ingest_ms: int) -> datetime | None:
+    """A Kafka timestamp as an aware UTC datetime; None if no tweet can have it.
+
+    Kafka accepts any 64-bit timestamp, but a tweet was ingested after `FIRST_TWEET`, and
+    past `LAST_INGEST` no engine of the pipeline can even write the date down.
+    """
+    if not MIN_INGEST_MS <= ingest_ms <= MAX_INGEST_MS:
+        return None
+    return from_millis(ingest_ms)
+
+
+def parse_record(value: bytes | None, ingest_ms: int) -> FlatTweet | Rejected:
+    """A record of the ``tweets`` topic under the contract: its timestamp, then its value.
+
+    Every layer (the speed layer, the batch loader, ``check``) judges a Kafka record with this
+    one function, so a record is counted by all of them or quarantined by all of them, with
+    the same reason. The timestamp is checked first:
+
+    - ``bad_ingest_time``: the Kafka timestamp is before `FIRST_TWEET` or after
+      `LAST_INGEST` (a foreign producer's clock, or a deliberate poison pill).
+
+    then the value, with `parse_flat`'s reasons.
+    """
+    if ingest_time(ingest_ms) is None:
+        return Rejected(
+            "bad_ingest_time",
+            f"Kafka timestamp {ingest_ms} ms is outside {FIRST_TWEET:%Y-%m-%d}..9999-12-31",
+        )
+    return parse_flat(value)
 
 
 def due_time(raw: bytes | str, parsed: FlatTweet | Rejected | None = None) -> datetime | None:
@@ -368,11 +421,11 @@ def _check_id(value: object, *, path: str) -> str:
 
 
 def _check_count(container: object, key: str, *, reason: str, path: str) -> int:
-    """A JSON integer in [0, 2**63); ``type() is int`` because bool is an int subclass."""
+    """A JSON integer in [0, 2**31); ``type() is int`` because bool is an int subclass."""
     value = container.get(key) if isinstance(container, dict) else None
-    if type(value) is not int or not 0 <= value <= MAX_BIGINT:
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
         where = f"{path}.{key}" if path else key
-        raise InvalidRecord(reason, f"{where} must be an integer in [0, 2**63), got {_show(value)}")
+        raise InvalidRecord(reason, f"{where} must be an integer in [0, 2**31), got {_show(value)}")
     return value
 
 

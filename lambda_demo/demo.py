@@ -61,7 +61,7 @@ def _sample(
     """One timeline row: the serving totals split into batch and speed parts, and freshness."""
     parts = serving.totals(settings)
     staleness = warehouse.fetch_frame(
-        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_commits",
+        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments",
         settings=settings,
     )["age"].iloc[0]
     timeline.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from lambda_demo.contract import FlatTweet, Rejected, parse_api_tweet
+from lambda_demo.contract import FlatTweet, Rejected, ingest_time, parse_api_tweet
 from lambda_demo.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.settings import Settings
 
@@ -103,6 +103,10 @@ class TweetHandler:
         if routed is None:
             return
         topic, partition, key, parsed = routed
+        if not isinstance(parsed, Rejected) and ingest_time(ingest_ms) is None:
+            # A replayed tweet dated before the first tweet: every layer would quarantine it.
+            topic, partition, key = self.dlq_topic, 0, None
+            parsed = Rejected("bad_ingest_time", f"ingest time {ingest_ms} ms is not a tweet's")
         self.counts.read += 1
         headers = list(headers or [])
         if isinstance(parsed, Rejected):

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lambda_demo.contract import MAX_COUNT
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -384,9 +386,9 @@ def _payload(rng: random.Random, world: _World, created_ms: int, tweet_id: int) 
         "id": str(tweet_id),
         "lang": lang,
         "public_metrics": {
-            "retweet_count": min(retweets, 2**31),
+            "retweet_count": min(retweets, MAX_COUNT),
             "reply_count": 0 if rng.random() < 0.85 else int(rng.paretovariate(1.5)),
-            "like_count": min(likes, 2**31),
+            "like_count": min(likes, MAX_COUNT),
             "quote_count": 0 if rng.random() < 0.95 else int(rng.paretovariate(2.0)),
         },
         "text": text,

@@ -1,7 +1,8 @@
 """The serving layer: one query sees all history (batch) plus the last seconds (speed).
 
-``serving_view`` is a SQL view (see ``lambda_demo.warehouse``) over ``batch_view`` and
-``speed_view`` with the cutoff read from ``batch_meta``, the batch run's own metadata. Why a
+``serving_view`` is a SQL view (see ``lambda_demo.warehouse``) over ``batch_view`` and the
+serving speed deployment's rows of ``speed_view``, with the cutoff read from ``batch_meta``,
+the batch run's own metadata. Why a
 view rather than a table swapped in by each batch run (as the 2017 design did)?
 
 * One statement reads batch view, cutoff and speed rows in **one snapshot**: a batch run
@@ -71,7 +72,8 @@ def totals(settings: Settings | None = None) -> pd.DataFrame:
         WHERE run_id = (SELECT run_id FROM meta)
         UNION ALL
         SELECT 'speed' AS part, {sums} FROM speed_view
-        WHERE ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
+        WHERE deployment = (SELECT deployment FROM speed_deployments WHERE serving)
+          AND ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
     """
     return _typed(warehouse.fetch_frame(query, settings=settings)).set_index("part")
 

@@ -2,15 +2,45 @@
 
 Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries on one topic:
 
-* ``speed_view``: valid tweets, duplicates of a tweet id dropped within a watermark of
-  ``DEDUP_WATERMARK`` on ingest time, aggregated per (ingest day, location) in *update* mode.
-  Each micro-batch upserts the **absolute** totals of the groups it changed and records its
-  batch id in the same transaction, so a micro-batch replayed after a crash rewrites the same
-  values instead of counting twice.
+* ``speed_view``: valid tweets, duplicates of a tweet id dropped, aggregated per (ingest day,
+  location) in *update* mode. Each micro-batch upserts the **absolute** totals of the groups
+  it changed and records its batch id in the same transaction, so a micro-batch replayed
+  after a crash rewrites the same values instead of counting twice.
 * ``speed_quarantine``: records that break the contract, with the raw bytes and the reason.
 
-Validation runs the package's own ``contract.parse_flat`` on Arrow batches (``mapInPandas``),
-so Spark, the batch loader and ``check`` apply the very same rules.
+Validation runs the package's own ``contract.parse_record`` on Arrow batches
+(``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules.
+
+**What keeps the state small.** The speed layer only has to cover what the batch layer has
+not absorbed yet, so it must forget. Each day is an event-time window on the ingest time,
+and the query carries a watermark `WATERMARK` behind the newest ingest time it has seen.
+Once the watermark passes the end of a day, Spark evicts that day's groups from its state,
+and the deduplication forgets tweet ids older than the watermark. So the state holds about
+two days of groups and 25 hours of tweet ids, however long the stream runs (``lambda-demo
+status`` shows ``state_rows``). 25 hours, because a duplicate delivery may come a day late,
+across midnight, and must still be recognised.
+
+**Records later than the watermark** are dropped by Spark: the speed layer has already
+forgotten their day. Nothing is lost: the master dataset has them, and the next batch run
+whose cutoff is past their day counts them. ``check`` says so when that is the only
+difference (Spark counts them as ``late_rows``).
+
+**One far-future record cannot switch the speed layer off.** A watermark follows the newest
+ingest time, so one record stamped next year would make every later record "late". Each
+Kafka partition therefore gets its own watermark, and the query's watermark is the *minimum*
+of them (Spark's default policy for several inputs): one foreign record moves only its own
+partition's watermark. (A producer writing such records into every partition would move it;
+the records are still counted, by the batch layer, and ``status`` shows the watermark.)
+
+**Deployments.** Rows belong to a *deployment*: the streaming query's id, which its
+checkpoint keeps across restarts. Serving reads one deployment's rows. A new deployment (a
+changed query, or a wiped checkpoint) rebuilds every day from Kafka under its own id while
+serving keeps reading the old one; at its first micro-batch that reaches the end of the
+topic it takes over in one transaction that also deletes the old deployment's rows, and the
+old deployment's sink refuses to write from then on. Nothing an old query wrote can leak.
+
+**Discarding.** A batch run that publishes cutoff D deletes the speed rows of days before D
+in the same transaction (``lambda_demo.batch.recompute``); the sink skips those days too.
 
 Usage::
 
@@ -20,17 +50,21 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from psycopg2.extensions import cursor
 from psycopg2.extras import execute_values
 
 from lambda_demo import kafka_io, view, warehouse
-from lambda_demo.contract import Rejected, parse_flat
+from lambda_demo.contract import Rejected, ingest_time, parse_record
+from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.spark import get_spark
 
@@ -41,9 +75,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A duplicate delivery arrives minutes after the original. Keeping every tweet id for 25 h
-# of ingest time covers any duplicate up to a day late, including one that crosses midnight.
-DEDUP_WATERMARK = "25 hours"
+WATERMARK = "25 hours"
+"""How far behind the newest ingest time the speed layer still accepts a record."""
+
+DAY = "1 day"
 
 PARSED_SCHEMA = (
     "kafka_partition int, kafka_offset long, ingest_ms long, reason string, "
@@ -53,14 +88,18 @@ PARSED_SCHEMA = (
 _FLAT_FIELDS = ["tweet_id", "location", "followers_count", "like_count", "retweet_count"]
 
 
+class DeploymentRetired(LambdaDemoError):
+    """A speed query whose deployment a newer one replaced tried to write."""
+
+
 def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Apply the ingestion contract to Kafka rows (runs in Spark's Python workers)."""
     import pandas as pd
 
     for batch in batches:
         out: dict[str, list] = {name: [] for name in ("reason", "raw_value", *_FLAT_FIELDS)}
-        for value in batch["value"]:
-            parsed = parse_flat(value)
+        for value, ingest_ms in zip(batch["value"], batch["ingest_ms"], strict=True):
+            parsed = parse_record(value, int(ingest_ms))
             valid = not isinstance(parsed, Rejected)
             out["reason"].append(None if valid else parsed.reason)
             out["raw_value"].append(None if valid else value)
@@ -80,14 +119,39 @@ def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield frame
 
 
-def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Kafka rows with the contract applied: one output row per input record."""
+def topic_partitions(settings: Settings) -> list[int]:
+    """The partitions of the ``tweets`` topic, or an error that says what to do."""
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-speed")
+    try:
+        ids = consumer.partitions_for_topic(settings.topic)
+    finally:
+        consumer.close()
+    if not ids:
+        raise LambdaDemoError(
+            f"Topic {settings.topic!r} does not exist: start the stack (`lambda-demo stack up`) "
+            "or check LAMBDA_DEMO_TOPIC."
+        )
+    return sorted(ids)
+
+
+def parsed_stream(
+    spark: SparkSession, settings: Settings, *, partition: int | None = None
+) -> DataFrame:
+    """Kafka rows with the contract applied: one output row per input record.
+
+    ``partition`` reads one partition of the topic only (see `valid_tweets`).
+    """
     from pyspark.sql import functions as F
 
+    source = (
+        {"assign": json.dumps({settings.topic: [partition]})}
+        if partition is not None
+        else {"subscribe": settings.topic}
+    )
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
-        .option("subscribe", settings.topic)
+        .options(**source)
         .option("startingOffsets", "earliest")
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", 200_000)
@@ -97,67 +161,110 @@ def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
         .select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
         .mapInPandas(validate_batches, schema=PARSED_SCHEMA)
         .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
-        .drop("ingest_ms")
     )
 
 
-def speed_aggregates(parsed: DataFrame) -> DataFrame:
-    """Deduplicate within the watermark, then the view's measures per (ingest day, location)."""
+def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Valid tweets with their ingest time, each Kafka partition under its own watermark.
+
+    Invalid records are filtered out *before* the watermark, so a quarantined timestamp
+    cannot move it; one input per partition, so one far-ahead record moves only its own.
+    """
+    branches = [
+        parsed_stream(spark, settings, partition=p)
+        .where("reason IS NULL")
+        .withWatermark("ingest_ts", WATERMARK)
+        for p in topic_partitions(settings)
+    ]
+    return functools.reduce(lambda a, b: a.unionByName(b), branches)
+
+
+def speed_aggregates(tweets: DataFrame) -> DataFrame:
+    """Deduplicate within the watermark, then the view's measures per (ingest day, location).
+
+    The day is a one-day event-time window on the ingest time (UTC, as the session's time
+    zone is), so Spark knows when a day is complete and evicts its groups.
+    """
     from pyspark.sql import functions as F
 
     return (
-        parsed.where(F.col("reason").isNull())
-        .withWatermark("ingest_ts", DEDUP_WATERMARK)
-        .dropDuplicatesWithinWatermark(["tweet_id"])
-        .withColumn("ingest_day", F.to_date("ingest_ts"))
-        .groupBy("ingest_day", view.KEY)
+        tweets.dropDuplicatesWithinWatermark(["tweet_id"])
+        .groupBy(F.window("ingest_ts", DAY).alias("day"), view.KEY)
         .agg(*view.spark_aggregates())
+        .select(F.to_date("day.start").alias("ingest_day"), *view.COLUMNS)
     )
+
+
+def _deployment(batch: DataFrame) -> str:
+    """The id of the streaming query running this micro-batch (kept by its checkpoint)."""
+    return batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
 
 
 class SpeedViewSink:
     """``foreachBatch`` sink: absolute upserts plus the batch id, in one transaction."""
 
-    def __init__(self, settings: Settings, checkpoint: Path) -> None:
+    def __init__(self, settings: Settings, checkpoint: str) -> None:
         self.settings = settings
         self.checkpoint = checkpoint
 
-    def query_name(self) -> str:
-        """The checkpoint's query id: a wiped checkpoint starts a new commit sequence."""
-        metadata = json.loads((self.checkpoint / "metadata").read_text())
-        return f"speed_view:{metadata['id']}"
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        deployment = _deployment(batch)
         rows = [tuple(r) for r in batch.select("ingest_day", *view.COLUMNS).collect()]
-        name = self.query_name()
         conn = warehouse.connect(self.settings)
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(
-                    "SELECT batch_id FROM speed_commits WHERE query_name = %s FOR UPDATE", (name,)
-                )
-                last = cur.fetchone()
-                if last is not None and batch_id <= last[0]:
+                warehouse.lock_speed_view(cur)
+                if not self._claim(cur, deployment, batch_id):
                     logger.info("micro-batch %d already committed; skipping", batch_id)
                     return
+                cur.execute("SELECT cutoff_day FROM batch_meta")
+                meta = cur.fetchone()
+                # Days the batch layer has absorbed are no longer the speed layer's.
+                rows = [r for r in rows if meta is None or r[0] >= meta[0]]
                 if rows:
-                    columns = ", ".join(("ingest_day", *view.COLUMNS))
+                    columns = ", ".join(("deployment", "ingest_day", *view.COLUMNS))
                     updates = ", ".join(f"{m} = EXCLUDED.{m}" for m in view.MEASURE_NAMES)
                     execute_values(
                         cur,
                         f"INSERT INTO speed_view ({columns}) VALUES %s "
-                        f"ON CONFLICT (ingest_day, location) DO UPDATE SET {updates}, "
-                        "updated_at = now()",
-                        rows,
+                        "ON CONFLICT (deployment, ingest_day, location) DO UPDATE SET "
+                        f"{updates}, updated_at = now()",
+                        [(deployment, *r) for r in rows],
                     )
                 cur.execute(
-                    "INSERT INTO speed_commits (query_name, batch_id) VALUES (%s, %s) "
-                    "ON CONFLICT (query_name) DO UPDATE SET batch_id = EXCLUDED.batch_id, "
-                    "committed_at = now()",
-                    (name, batch_id),
+                    "UPDATE speed_deployments SET batch_id = %s, committed_at = now() "
+                    "WHERE deployment = %s",
+                    (batch_id, deployment),
                 )
         finally:
             conn.close()
+
+    def _claim(self, cur: cursor, deployment: str, batch_id: int) -> bool:
+        """Register a new deployment; False if ``batch_id`` is already committed.
+
+        The first deployment of a warehouse serves at once (there is nothing to protect);
+        any later one starts in the wings and takes over in `record_progress`.
+        """
+        cur.execute(
+            "SELECT batch_id, retired_at FROM speed_deployments WHERE deployment = %s",
+            (deployment,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(
+                "INSERT INTO speed_deployments (deployment, checkpoint, serving) "
+                "SELECT %s, %s, NOT EXISTS (SELECT 1 FROM speed_deployments WHERE serving)",
+                (deployment, self.checkpoint),
+            )
+            return True
+        last, retired_at = row
+        if retired_at is not None:
+            raise DeploymentRetired(
+                f"The speed query with checkpoint {self.checkpoint} was replaced by a newer "
+                f"deployment at {retired_at:%Y-%m-%d %H:%M:%S}: delete that checkpoint "
+                "directory to deploy it again."
+            )
+        return batch_id > last
 
 
 class QuarantineSink:
@@ -168,8 +275,10 @@ class QuarantineSink:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         rows = [
-            (r.kafka_partition, r.kafka_offset, r.ingest_ts, r.reason, r.raw_value)
-            for r in batch.collect()
+            (r.kafka_partition, r.kafka_offset, ingest_time(r.ingest_ms), r.reason, r.raw_value)
+            for r in batch.select(
+                "kafka_partition", "kafka_offset", "ingest_ms", "reason", "raw_value"
+            ).collect()
         ]
         if not rows:
             return
@@ -188,6 +297,116 @@ class QuarantineSink:
         logger.warning("quarantined %d records in micro-batch %d", len(rows), batch_id)
 
 
+def _offsets(sources: list[Mapping[str, Any]], field: str) -> dict[str, int] | None:
+    """``{partition: next offset}`` over every Kafka source of a progress report."""
+    merged: dict[str, int] = {}
+    for source in sources:
+        value = source.get(field)
+        if not value:
+            return None
+        for partitions in (json.loads(value) if isinstance(value, str) else value).values():
+            merged.update({str(p): int(o) for p, o in partitions.items()})
+    return merged
+
+
+def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
+    """Store a micro-batch's progress report; a deployment that has caught up takes over.
+
+    Caught up means the micro-batch ended at the newest offset of every partition. Taking
+    over is one transaction: this deployment serves, every other one retires, and their rows
+    are deleted - a reader sees the old deployment's rows or the new one's, never a mix.
+    Called for each report by a listener, and once more when a query stops; a report already
+    recorded is ignored.
+    """
+    deployment, batch_id = progress["id"], progress["batchId"]
+    ends = _offsets(progress.get("sources", []), "endOffset")
+    latest = _offsets(progress.get("sources", []), "latestOffset")
+    operators = progress.get("stateOperators") or []
+    watermark = (progress.get("eventTime") or {}).get("watermark")
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            warehouse.lock_speed_view(cur)
+            cur.execute(
+                "SELECT serving, retired_at, progress_batch_id FROM speed_deployments "
+                "WHERE deployment = %s",
+                (deployment,),
+            )
+            row = cur.fetchone()
+            if row is None or row[2] >= batch_id:
+                return
+            serving, retired_at, _ = row
+            cur.execute(
+                "UPDATE speed_deployments SET progress_batch_id = %s, end_offsets = %s, "
+                "state_rows = %s, late_rows = late_rows + %s, watermark = %s "
+                "WHERE deployment = %s",
+                (
+                    batch_id,
+                    json.dumps(ends) if ends is not None else None,
+                    sum(op.get("numRowsTotal", 0) for op in operators),
+                    sum(op.get("numRowsDroppedByWatermark", 0) for op in operators),
+                    None if watermark in (None, "1970-01-01T00:00:00.000Z") else watermark,
+                    deployment,
+                ),
+            )
+            caught_up = (
+                ends is not None
+                and latest is not None
+                and all(ends.get(p, -1) >= offset for p, offset in latest.items())
+            )
+            if not serving and retired_at is None and caught_up:
+                _take_over(cur, deployment)
+    finally:
+        conn.close()
+
+
+def _take_over(cur: cursor, deployment: str) -> None:
+    cur.execute(
+        "UPDATE speed_deployments SET serving = (deployment = %(d)s), "
+        "retired_at = CASE WHEN deployment = %(d)s THEN NULL "
+        "ELSE COALESCE(retired_at, now()) END",
+        {"d": deployment},
+    )
+    cur.execute("DELETE FROM speed_view WHERE deployment <> %s", (deployment,))
+    logger.info("speed deployment %s caught up and now serves", deployment)
+
+
+# Per Spark session: which view queries' progress to record, and with which settings.
+_watched: dict[int, dict[str, Settings]] = {}
+_watched_lock = threading.Lock()
+
+
+def _watch(spark: SparkSession, query: StreamingQuery, settings: Settings) -> None:
+    """Record every progress report of ``query`` (one listener per Spark session)."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    with _watched_lock:
+        if id(spark) not in _watched:
+            watched = _watched[id(spark)] = {}
+
+            class ProgressListener(StreamingQueryListener):
+                def onQueryStarted(self, event: Any) -> None:
+                    pass
+
+                def onQueryProgress(self, event: Any) -> None:
+                    progress = json.loads(event.progress.json)
+                    if (target := watched.get(progress["id"])) is None:
+                        return
+                    try:
+                        record_progress(target, progress)
+                    except Exception:  # a listener must never take Spark's listener bus down
+                        logger.warning("could not record speed progress", exc_info=True)
+
+                def onQueryIdle(self, event: Any) -> None:
+                    pass
+
+                def onQueryTerminated(self, event: Any) -> None:
+                    pass
+
+            spark.streams.addListener(ProgressListener())
+        _watched[id(spark)][str(query.id)] = settings
+
+
 def start_queries(
     settings: Settings | None = None,
     *,
@@ -199,35 +418,36 @@ def start_queries(
     """Start both streaming queries; ``once`` processes what is available, then stops.
 
     ``aggregate`` and ``checkpoint_name`` exist for notebook 06, which deploys a deliberately
-    wrong aggregation and then the fixed one: a changed query needs a new checkpoint, and
-    because the sink writes absolute values, the fixed query simply overwrites the bad rows.
+    wrong aggregation and then the fixed one: a changed query needs a new checkpoint, which
+    makes it a new deployment, and the new deployment replaces the old one's rows whole.
     """
     from pyspark.sql import functions as F
 
     settings = settings or get_settings()
     warehouse.ensure_schema(settings)
     spark = get_spark(settings)
-    checkpoints = Path(settings.checkpoints)
+    checkpoint = f"{settings.checkpoints}/{checkpoint_name}"
     trigger = (
         {"availableNow": True}
         if once
         else {"processingTime": f"{trigger_seconds or settings.trigger_seconds} seconds"}
     )
-    parsed = parsed_stream(spark, settings)
     view_query = (
-        aggregate(parsed)
+        aggregate(valid_tweets(spark, settings))
         .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
         .outputMode("update")
-        .foreachBatch(SpeedViewSink(settings, checkpoints / checkpoint_name))
-        .option("checkpointLocation", str(checkpoints / checkpoint_name))
+        .foreachBatch(SpeedViewSink(settings, checkpoint))
+        .option("checkpointLocation", checkpoint)
         .trigger(**trigger)
         .start()
     )
+    _watch(spark, view_query, settings)
     quarantine_query = (
-        parsed.where(F.col("reason").isNotNull())
+        parsed_stream(spark, settings)
+        .where(F.col("reason").isNotNull())
         .writeStream.queryName(f"speed_quarantine_{settings.warehouse_schema}")
         .foreachBatch(QuarantineSink(settings))
-        .option("checkpointLocation", str(checkpoints / "speed_quarantine"))
+        .option("checkpointLocation", f"{settings.checkpoints}/speed_quarantine")
         .trigger(**trigger)
         .start()
     )
@@ -244,12 +464,36 @@ def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> 
     while waiting := [q for q in queries if q.lastProgress is None]:
         for query in waiting:
             if not query.isActive and query.lastProgress is None:  # stopped, never progressed
-                raise query.exception() or RuntimeError(
+                raise _query_error(query) or RuntimeError(
                     f"speed query {query.name} stopped before its first micro-batch"
                 )
         if time.monotonic() > deadline:
             raise TimeoutError(f"the speed layer did not finish a micro-batch in {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def _query_error(query: StreamingQuery) -> Exception | None:
+    """The query's failure; a retired deployment's becomes the one-line error it is."""
+    error = query.exception()
+    if error is not None and DeploymentRetired.__name__ in str(error):
+        message = str(error).split(f"{DeploymentRetired.__name__}: ", 1)[1].splitlines()[0]
+        return DeploymentRetired(message)
+    return error
+
+
+def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None) -> None:
+    """Stop the queries and record the view query's last progress report.
+
+    The listener receives reports asynchronously; recording the last one here means that
+    when this returns, ``speed_deployments`` (and a take-over) reflect everything processed.
+    """
+    settings = settings or get_settings()
+    for query in queries:
+        if query.isActive:
+            query.stop()
+    last = queries[0].lastProgress
+    if last is not None and queries[0].exception() is None:
+        record_progress(settings, json.loads(last.json) if hasattr(last, "json") else last)
 
 
 def run_speed(
@@ -260,18 +504,18 @@ def run_speed(
     **query_options: Any,
 ) -> None:
     """``lambda-demo speed``: run until Ctrl-C/SIGTERM (or once), stopping cleanly."""
+    settings = settings or get_settings()
     queries = start_queries(settings, once=once, trigger_seconds=trigger_seconds, **query_options)
     try:
         if once:
             for query in queries:
-                query.awaitTermination()
+                with contextlib.suppress(Exception):  # its error is raised below, in words
+                    query.awaitTermination()
         else:
             while all(q.isActive for q in queries):
                 time.sleep(0.5)
     finally:
-        for query in queries:
-            if query.isActive:
-                query.stop()
+        stop_queries(queries, settings)
     for query in queries:
-        if query.exception() is not None:
-            raise query.exception()
+        if (error := _query_error(query)) is not None:
+            raise error

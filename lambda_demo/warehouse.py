@@ -10,9 +10,12 @@ Tables:
 * ``quarantine``      - records that broke the contract, with the reason and the raw bytes
 * ``batch_view``      - the batch view of every run; ``batch_meta`` points at the current one
 * ``batch_meta``      - the current batch run: its id and its cutoff day D
-* ``speed_view``      - per (ingest day, location), absolute totals from the speed layer
-* ``speed_commits``   - the last micro-batch id the speed layer committed, per query
-* ``serving_view``    - a SQL view: batch (days < D) + speed (days >= D), one snapshot
+* ``speed_view``      - per (speed deployment, ingest day, location), absolute totals; only
+  days >= D: the batch run that publishes D deletes the older days in the same transaction
+* ``speed_deployments`` - one row per speed query (checkpoint): its last micro-batch, its
+  progress, and which one serving reads (see ``lambda_demo.speed``)
+* ``serving_view``    - a SQL view: batch (days < D) + the serving deployment's speed rows
+  (days >= D), in one snapshot
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import connection
+from psycopg2.extensions import connection, cursor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,16 +80,26 @@ CREATE TABLE IF NOT EXISTS batch_meta (
     computed_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS speed_view (
+    deployment TEXT NOT NULL,
     ingest_day DATE NOT NULL,
     location TEXT NOT NULL,
     {_MEASURE_COLUMNS},
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (ingest_day, location)
+    PRIMARY KEY (deployment, ingest_day, location)
 );
-CREATE TABLE IF NOT EXISTS speed_commits (
-    query_name TEXT PRIMARY KEY,
-    batch_id BIGINT NOT NULL,
-    committed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+CREATE TABLE IF NOT EXISTS speed_deployments (
+    deployment TEXT PRIMARY KEY,  -- the streaming query's id, kept in its checkpoint
+    checkpoint TEXT NOT NULL,
+    batch_id BIGINT NOT NULL DEFAULT -1,  -- the last micro-batch written to speed_view
+    serving BOOLEAN NOT NULL DEFAULT FALSE,  -- at most one row: the rows serving reads
+    retired_at TIMESTAMPTZ,  -- replaced by a newer deployment: its sink refuses to write
+    progress_batch_id BIGINT NOT NULL DEFAULT -1,  -- the last progress report recorded
+    end_offsets TEXT,  -- JSON {{partition: next offset}} processed so far
+    state_rows BIGINT,  -- Spark state rows after the last micro-batch
+    late_rows BIGINT NOT NULL DEFAULT 0,  -- rows Spark dropped as later than the watermark
+    watermark TIMESTAMPTZ,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    committed_at TIMESTAMPTZ
 );
 CREATE OR REPLACE VIEW serving_view AS
 WITH meta AS (SELECT run_id, cutoff_day FROM batch_meta),
@@ -96,7 +109,8 @@ merged AS (
     UNION ALL
     SELECT location, {", ".join(view.MEASURE_NAMES)}
     FROM speed_view
-    WHERE ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
+    WHERE deployment = (SELECT deployment FROM speed_deployments WHERE serving)
+      AND ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
 )
 SELECT location, {view.sql_sum_of_measures()}
 FROM merged
@@ -181,6 +195,17 @@ def fetch_frame(
     return pd.DataFrame(rows, columns=columns)
 
 
+# A speed view from before speed deployments existed. The speed layer is disposable by
+# design, so an old one is dropped and rebuilt from Kafka rather than migrated.
+_OLD_SPEED_VIEW = """
+SELECT 1 FROM information_schema.tables t
+WHERE t.table_schema = current_schema() AND t.table_name = 'speed_view'
+  AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
+                  WHERE c.table_schema = t.table_schema AND c.table_name = 'speed_view'
+                    AND c.column_name = 'deployment')
+"""
+
+
 def ensure_schema(settings: Settings | None = None) -> None:
     """Create the schema and every table and view if missing (safe to call often)."""
     settings = settings or get_settings()
@@ -191,5 +216,19 @@ def ensure_schema(settings: Settings | None = None) -> None:
                 sql.Identifier(settings.warehouse_schema)
             )
         )
+        cur.execute(_OLD_SPEED_VIEW)
+        if cur.fetchone():
+            cur.execute("DROP TABLE IF EXISTS speed_view, speed_commits CASCADE")
         cur.execute(DDL)
     conn.close()
+
+
+def lock_speed_view(cur: cursor) -> None:
+    """Serialise the writers of ``speed_view`` until the transaction ends; readers never wait.
+
+    Three kinds of transaction change which speed rows serving reads: a speed micro-batch,
+    a batch run publishing its cutoff, and a new deployment taking over. Each takes this
+    lock first, so each sees the others' results committed: a micro-batch cannot write a day
+    that a batch run just absorbed, nor a retired deployment write at all.
+    """
+    cur.execute("LOCK TABLE speed_view IN EXCLUSIVE MODE")

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from lambda_demo import kafka_io, storage
 from lambda_demo.clock import from_millis
+from lambda_demo.contract import MAX_INGEST_MS, MIN_INGEST_MS
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 
@@ -217,7 +218,10 @@ def _chunks(
 
 
 def _ingest_date(record: ConsumerRecord) -> date:
-    return from_millis(record.timestamp).date()
+    """The record's UTC ingest day; a timestamp no tweet can have files under the nearest
+    day a tweet can (the loader quarantines it): the master dataset still keeps it."""
+    clamped = min(max(record.timestamp, MIN_INGEST_MS), MAX_INGEST_MS)
+    return from_millis(clamped).date()
 
 
 def _put(s3: BaseClient, bucket: str, chunk: list[ConsumerRecord]) -> str:

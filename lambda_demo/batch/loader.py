@@ -4,8 +4,8 @@ Each object is loaded in **one transaction** together with its row in ``loaded_o
 either the rows and the mark are both there, or neither is. So a crash mid-load is repaired
 by simply running the loader again, and a second run skips what is already in.
 
-The loader is where the contract is enforced for the batch layer: each archived value goes
-through `lambda_demo.contract.parse_flat`, the same function the speed layer uses. Valid
+The loader is where the contract is enforced for the batch layer: each archived record goes
+through `lambda_demo.contract.parse_record`, the same function the speed layer uses. Valid
 records become ``raw_tweets`` rows; the rest go to ``quarantine`` with the machine-readable
 reason and the raw bytes, so nothing is silently dropped and nothing crashes the load.
 
@@ -38,7 +38,7 @@ from tqdm import tqdm
 from lambda_demo import storage, warehouse
 from lambda_demo.batch.archiver import decode_bytes, list_archived
 from lambda_demo.clock import from_millis, to_millis
-from lambda_demo.contract import Rejected, parse_flat
+from lambda_demo.contract import Rejected, ingest_time, parse_record
 from lambda_demo.errors import SettingsError
 from lambda_demo.settings import Settings, get_settings
 
@@ -83,7 +83,7 @@ class Quarantined:
 
     partition: int
     offset: int
-    ingest_ts: datetime
+    ingest_ts: datetime | None  # None: a timestamp no tweet can have
     reason: str
     raw_value: bytes | None
 
@@ -131,14 +131,15 @@ def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quaran
         if not raw_line:
             continue
         line = json.loads(raw_line)
-        ingest_ts = from_millis(line["timestamp_ms"])
+        ms = line["timestamp_ms"]
         value = decode_bytes(line, "value")
-        flat = parse_flat(value)
+        flat = parse_record(value, ms)
         if isinstance(flat, Rejected):
             rejected.append(
-                Quarantined(line["partition"], line["offset"], ingest_ts, flat.reason, value)
+                Quarantined(line["partition"], line["offset"], ingest_time(ms), flat.reason, value)
             )
             continue
+        ingest_ts = from_millis(ms)
         rows.append(
             (
                 flat.tweet_id,

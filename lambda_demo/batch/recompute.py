@@ -10,9 +10,13 @@ Two rules make the numbers right:
   delivery wins: the smallest (ingest time, partition, offset). Only then are the days
   before the cutoff D kept. Cutting first would let a tweet delivered on D-1 and again on D
   count on both sides: in the batch view for D-1 and in the speed view for D.
-* **One transaction.** The new run's rows, the pointer in ``batch_meta`` and the removal of
-  the previous run's rows commit together, so ``serving_view`` always reads exactly one
-  complete run: the old one until the commit, the new one after it.
+* **One transaction.** The new run's rows, the pointer in ``batch_meta``, the removal of
+  the previous run's rows and of the speed rows for days before D commit together, so
+  ``serving_view`` always reads exactly one complete run: the old one until the commit, the
+  new one after it. That last deletion is the hand-over: the batch layer has absorbed those
+  days, so the speed layer forgets them, and its view stays a few days small.
+* **The cutoff never moves back.** The speed rows of days before the current D are gone;
+  a run with an earlier cutoff would leave those days in neither view, so it is refused.
 
 ``ROW_NUMBER() OVER (...)`` rather than PostgreSQL's ``DISTINCT ON`` keeps the query valid on
 Redshift, and ``batch_meta`` is replaced with DELETE + INSERT for the same reason (Redshift
@@ -29,9 +33,14 @@ from datetime import UTC, date, datetime
 from psycopg2.extensions import cursor
 
 from lambda_demo import view, warehouse
+from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+
+class CutoffMovedBack(LambdaDemoError):
+    """A batch run asked for a cutoff before the one already published."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,21 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
             if settings.warehouse_dialect == "postgres":
                 use_work_mem(cur)
             cur.execute(batch_view_sql(), {"run_id": run_id, "cutoff": cutoff})
+            warehouse.lock_speed_view(cur)  # from here to the commit, no speed writes
+            cur.execute("SELECT cutoff_day FROM batch_meta")
+            current = cur.fetchone()
+            if current is not None and cutoff < current[0]:
+                raise CutoffMovedBack(
+                    f"The batch view already covers the days before {current[0]} and the speed "
+                    f"layer has forgotten them, so cutoff {cutoff} would leave days uncounted. "
+                    f"Use a cutoff on or after {current[0]}."
+                )
             cur.execute("DELETE FROM batch_meta")
             cur.execute(
                 "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%s, %s)", (run_id, cutoff)
             )
             cur.execute("DELETE FROM batch_view WHERE run_id <> %s", (run_id,))
+            cur.execute("DELETE FROM speed_view WHERE ingest_day < %s", (cutoff,))
             cur.execute(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(tweet_count), 0) AS BIGINT) "
                 "FROM batch_view WHERE run_id = %s",

@@ -1,9 +1,11 @@
 """One batch run: archive, load, recompute, under a lock, with the cutoff day D decided first.
 
 The cutoff D splits the serving view: the batch view covers ingest days before D, the speed
-view days from D on. By default D is the day of the **pipeline clock**, the timestamp of the
-newest record in the topic, not the wall clock: a replay of last year's tweets then cuts in
-last year, and a learner's laptop clock cannot move records between the two views.
+view days from D on. By default D is the day of the **pipeline clock**: the newest record's
+timestamp in each partition, and of those the earliest - the same rule as the speed layer's
+watermark, so one record stamped far ahead in one partition cannot move it. Not the wall
+clock: a replay of last year's tweets then cuts in last year, and a learner's laptop clock
+cannot move records between the two views.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 from lambda_demo import kafka_io, warehouse
 from lambda_demo.batch import archiver, loader, recompute
 from lambda_demo.clock import from_millis
+from lambda_demo.contract import ingest_time
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 
@@ -117,9 +120,9 @@ def batch_lock(settings: Settings, *, wait_seconds: float) -> Iterator[None]:
 
 
 def pipeline_day(settings: Settings | None = None) -> date:
-    """The UTC day of the newest record in the topic (the last record of each partition).
+    """The UTC day of the pipeline clock: the earliest of each partition's last record.
 
-    Falls back to today's UTC date when the topic is empty.
+    Empty partitions do not count; falls back to today's UTC date when the topic is empty.
     """
     settings = settings or get_settings()
     consumer = kafka_io.consumer(settings, client_id="lambda-demo-pipeline-clock")
@@ -133,10 +136,10 @@ def pipeline_day(settings: Settings | None = None) -> date:
             for tp in partitions
             if ends[tp] > begins[tp]
         ]
-    known = [stamp for stamp in stamps if stamp is not None]
+    known = [stamp for stamp in stamps if stamp is not None and ingest_time(stamp) is not None]
     if not known:
         return datetime.now(UTC).date()
-    return from_millis(max(known)).date()
+    return from_millis(min(known)).date()
 
 
 def _last_timestamp(consumer: KafkaConsumer, tp: TopicPartition, *, end: int) -> int | None:

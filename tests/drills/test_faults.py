@@ -258,7 +258,7 @@ def test_archiver_killed_mid_archive_loses_and_duplicates_nothing(
 
 def _committed(settings: Settings) -> int:
     try:
-        rows = _query(settings, "SELECT COALESCE(MAX(batch_id), -1) FROM speed_commits")
+        rows = _query(settings, "SELECT COALESCE(MAX(batch_id), -1) FROM speed_deployments")
     except Exception:
         return -1
     return rows[0][0]

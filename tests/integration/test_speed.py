@@ -101,7 +101,7 @@ def test_garbage_is_quarantined_and_changes_nothing(settings: Settings, spark) -
 def _committed_batches(settings: Settings) -> int:
     conn = warehouse.connect(settings)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT COALESCE(MAX(batch_id), -1) FROM speed_commits")
+        cur.execute("SELECT COALESCE(MAX(batch_id), -1) FROM speed_deployments")
         value = cur.fetchone()[0]
     conn.close()
     return value

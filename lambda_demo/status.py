@@ -1,0 +1,129 @@
+"""``lambda-demo status``: where the data is, layer by layer, from Kafka to the serving view.
+
+Each figure is read from the layer that owns it, never derived from another layer's, so a
+learner can watch the hand-over: records pile up in Kafka, the archive and the warehouse
+catch up at each batch run, the batch view takes over the days before the cutoff, and the
+speed layer keeps only the days from the cutoff on (``speed.days``), with a bounded state
+(``speed.state_rows``) and a small lag (``speed.lag_records``).
+
+Usage::
+
+    lambda-demo status           # in words
+    lambda-demo status --json    # one JSON object, for scripts and notebooks
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from kafka import TopicPartition
+
+from lambda_demo import kafka_io, storage, warehouse
+from lambda_demo.batch.archiver import list_archived
+from lambda_demo.settings import Settings, get_settings
+
+
+def topic_offsets(settings: Settings, topic: str) -> dict[str, tuple[int, int]]:
+    """``{partition: (first offset, end offset)}`` of one topic (empty if it does not exist)."""
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-status")
+    with contextlib.closing(consumer):
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        begins = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+    return {str(tp.partition): (begins[tp], ends[tp]) for tp in partitions}
+
+
+def _one(query: str, settings: Settings) -> tuple:
+    """The single row of an aggregate query."""
+    return next(warehouse.fetch_frame(query, settings=settings).itertuples(index=False))
+
+
+def status(settings: Settings | None = None) -> dict[str, Any]:
+    """Every layer's figures as one JSON-ready dict (see the module docstring)."""
+    settings = settings or get_settings()
+    warehouse.ensure_schema(settings)
+    tweets = topic_offsets(settings, settings.topic)
+    dlq = topic_offsets(settings, settings.dlq_topic)
+    archived = list_archived(settings, client=storage.s3_client(settings))
+
+    raw_rows, loaded = _one(
+        "SELECT (SELECT COUNT(*) FROM raw_tweets), (SELECT COUNT(*) FROM loaded_objects)",
+        settings,
+    )
+    cutoff, batch_tweets, batch_locations = _one(
+        "SELECT (SELECT cutoff_day FROM batch_meta), "
+        "COALESCE(SUM(tweet_count), 0), COUNT(*) FROM batch_view "
+        "WHERE run_id = (SELECT run_id FROM batch_meta)",
+        settings,
+    )
+    deployment = warehouse.fetch_frame(
+        "SELECT deployment, end_offsets, state_rows, late_rows, watermark "
+        "FROM speed_deployments WHERE serving",
+        settings=settings,
+    )
+    days = warehouse.fetch_frame(
+        "SELECT DISTINCT ingest_day FROM speed_view WHERE deployment = "
+        "(SELECT deployment FROM speed_deployments WHERE serving) ORDER BY ingest_day",
+        settings=settings,
+    )["ingest_day"]
+    serving_tweets, serving_locations = _one(
+        "SELECT COALESCE(SUM(tweet_count), 0), COUNT(*) FROM serving_view", settings
+    )
+
+    # None, not NaN/NaT, for what a deployment has not reported yet.
+    rows = deployment.astype(object).where(deployment.notna(), None).to_dict("records")
+    speed = rows[0] if rows else dict.fromkeys(deployment.columns)
+    processed = json.loads(speed["end_offsets"]) if speed["end_offsets"] else {}
+    watermark = speed["watermark"]
+    return {
+        "kafka": {
+            "records": sum(end - begin for begin, end in tweets.values()),
+            "dead_lettered": sum(end - begin for begin, end in dlq.values()),
+        },
+        "archive": {
+            "objects": len(archived),
+            "records": sum(obj.end - obj.start + 1 for obj in archived),
+        },
+        "warehouse": {"raw_rows": int(raw_rows), "loaded_objects": int(loaded)},
+        "batch": {
+            "cutoff": cutoff.isoformat() if cutoff is not None else None,
+            "tweets": int(batch_tweets),
+            "locations": int(batch_locations),
+        },
+        "speed": {
+            "deployment": speed["deployment"],
+            "days": [day.isoformat() for day in days],
+            "lag_records": sum(
+                end - max(begin, processed.get(partition, begin))
+                for partition, (begin, end) in tweets.items()
+            ),
+            "state_rows": None if speed["state_rows"] is None else int(speed["state_rows"]),
+            "late_rows": None if speed["late_rows"] is None else int(speed["late_rows"]),
+            "watermark": None if watermark is None else watermark.isoformat(),
+        },
+        "serving": {"tweets": int(serving_tweets), "locations": int(serving_locations)},
+    }
+
+
+def render(figures: dict[str, Any]) -> str:
+    """The figures in words, one line per layer, in the order the data flows."""
+    kafka, archive, wh = figures["kafka"], figures["archive"], figures["warehouse"]
+    batch, speed, serving = figures["batch"], figures["speed"], figures["serving"]
+    days = ", ".join(speed["days"]) or "none"
+    state = "no query has run" if speed["state_rows"] is None else f"{speed['state_rows']:,}"
+    cutoff = batch["cutoff"] or "no batch run yet"
+    return "\n".join(
+        [
+            f"kafka      {kafka['records']:,} records in the topic, "
+            f"{kafka['dead_lettered']:,} dead-lettered",
+            f"archive    {archive['records']:,} records in {archive['objects']:,} S3 objects",
+            f"warehouse  {wh['raw_rows']:,} raw rows from {wh['loaded_objects']:,} objects",
+            f"batch      cutoff {cutoff}: {batch['tweets']:,} tweets, "
+            f"{batch['locations']:,} locations",
+            f"speed      days {days}; {speed['lag_records']:,} records behind; "
+            f"state rows {state}; watermark {speed['watermark'] or 'none'}",
+            f"serving    {serving['tweets']:,} tweets, {serving['locations']:,} locations",
+        ]
+    )

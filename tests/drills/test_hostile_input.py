@@ -13,12 +13,14 @@ import base64
 import json
 import random
 import string
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import as_dict
+from helpers import Delivery, as_dict, expected_view, produce, tweet
 
 from lambda_demo import kafka_io, serving, warehouse
 from lambda_demo.batch.run import run_batch
@@ -29,6 +31,7 @@ from lambda_demo.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.replay import replay
 from lambda_demo.settings import Settings
 from lambda_demo.speed import run_speed
+from lambda_demo.status import status
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
 
@@ -311,3 +314,107 @@ def test_a_far_future_created_at_does_not_hijack_the_replay_clock() -> None:
     clock.tick(datetime(9999, 12, 31, tzinfo=UTC))
     honest = clock.tick(datetime(2026, 11, 1, 10, 5, tzinfo=UTC))
     assert honest.year == 2026, f"an honest tweet was stamped {honest.isoformat()}"
+
+
+POISON_COUNT = 2**62  # two of these in one location overflow a 64-bit sum
+
+
+def _honest(first_id: int, start: datetime, n: int) -> list[Delivery]:
+    """n tweets, 20 minutes apart, keyed by id so that they spread over every partition."""
+    places = ["Quito", "Lima", "La Paz"]
+    return [
+        Delivery(start + timedelta(minutes=20 * i), tweet(first_id + i, places[i % 3], 10, 2, 1))
+        for i in range(n)
+    ]
+
+
+def test_poison_pills_never_stop_a_layer(
+    settings: Settings, spark, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Overflowing counts, impossible timestamps and a record stamped far ahead, both doors.
+
+    The speed layer and the batch layer (through the CLI, exit status 0) keep working, quarantine
+    the same records for the same reasons, and the record stamped in 2100 does not drag the
+    watermark: the honest tweets that follow it are counted by the speed layer, none is late.
+    """
+    before = _honest(1, DAY, 60)  # DAY 00:00 .. 19:40
+    after = _honest(1000, DAY + timedelta(hours=20), 60)  # DAY 20:00 .. DAY+1 15:40
+    produce(settings, before)
+
+    # The foreign door: straight into `tweets`.
+    ahead = datetime(2100, 6, 1, tzinfo=UTC)
+    foreign = [
+        (DAY + timedelta(hours=20), _b(flat(9101, "Overflow", followers_count=POISON_COUNT))),
+        (DAY + timedelta(hours=20), _b(flat(9102, "Overflow", followers_count=POISON_COUNT))),
+        (ahead, _b(flat(9103, "Ahead"))),
+    ]
+    impossible = [  # (ms, value): Kafka accepts any 64-bit timestamp
+        (to_millis(datetime(9999, 12, 31, tzinfo=UTC)) + 2 * 86_400_000, _b(flat(9104, "Far"))),
+        (to_millis(datetime(1990, 1, 1, tzinfo=UTC)), _b(flat(9105, "Past"))),
+        (-1, _b(flat(9106, "Unstamped"))),
+    ]
+    producer = kafka_io.producer(settings)
+    futures = [
+        producer.send(settings.topic, key=value[-40:], value=value, timestamp_ms=to_millis(ts))
+        for ts, value in foreign
+    ]
+    futures += [
+        producer.send(settings.topic, key=value[-40:], value=value, timestamp_ms=ms)
+        for ms, value in impossible
+    ]
+    producer.flush()
+    producer.close()
+    for future in futures:
+        future.get(timeout=30)
+    run_speed(settings, once=True)
+    produce(settings, after)
+    # And one more stamped in 2100, now the last record of partition 0.
+    producer = kafka_io.producer(settings)
+    last = _b(flat(9107, "Ahead"))
+    producer.send(settings.topic, value=last, partition=0, timestamp_ms=to_millis(ahead))
+    producer.flush()
+    producer.close()
+
+    # The replay door: the handler dead-letters what every layer would quarantine.
+    poison_line = tmp_path / "poison.jsonl"
+    poison_line.write_bytes(api_line(9201, "Overflow", followers=POISON_COUNT) + b"\n")
+    old_line = tmp_path / "old.jsonl"
+    old_line.write_bytes(api_line(9202, "Old", created_at="2005-06-01T10:00:00.000Z") + b"\n")
+    for path, reason in ((poison_line, "bad_followers_count"), (old_line, "bad_ingest_time")):
+        counts = replay(files=[path], settings=settings, progress=False)
+        assert (counts.produced, counts.dead_lettered, counts.reasons) == (0, 1, {reason: 1})
+
+    speed = subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", "speed", "--once"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert speed.returncode == 0, speed.stderr[-2000:]
+    served = as_dict(serving.serving_view(settings))
+    honest = expected_view(before + after)
+    assert {k: v for k, v in served.items() if k in honest} == honest  # all counted, fresh
+    assert served["Ahead"] == [2, 6, 4, 2]
+    assert "Overflow" not in served
+    figures = status(settings)
+    assert figures["speed"]["late_rows"] == 0
+    assert figures["speed"]["watermark"] < "2026-11-03"  # not dragged to 2100
+
+    batch = subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", "batch"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert batch.returncode == 0, batch.stderr[-2000:]
+    # The pipeline clock ignores partition 0, whose last record is stamped in 2100.
+    assert serving.batch_cutoff(settings) == (DAY + timedelta(days=1)).date().isoformat()
+    result = check(settings)
+    assert result.ok, str(result)
+
+    reasons = Counter({"bad_followers_count": 2, "bad_ingest_time": len(impossible)})
+    quarantined = _quarantine(settings)
+    assert quarantined["speed"] == reasons
+    assert quarantined["batch"] == reasons

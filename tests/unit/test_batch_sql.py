@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 
 import pytest
 
 from lambda_demo import view
-from lambda_demo.batch.archiver import object_key, parse_object_key
+from lambda_demo.batch.archiver import _ingest_date, object_key, parse_object_key
 from lambda_demo.batch.loader import (
     RAW_COLUMNS,
     csv_rows,
@@ -187,6 +188,102 @@ def test_read_object_splits_valid_rows_from_quarantine() -> None:
         (6, "not_utf8", b"\xff\xfe"),
         (7, "null_value", None),
     ]
+
+
+# Written out by hand, not taken from lambda_demo.contract.
+FIRST_TWEET_MS = 1_142_899_200_000  # 2006-03-21T00:00:00.000Z
+LAST_INGEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+YEAR_10000_MS = 253_402_300_800_000  # 10000-01-01T00:00:00.000Z
+MS_1990 = 631_152_000_000  # 1990-01-01T00:00:00.000Z
+
+
+@pytest.mark.parametrize(
+    ("ms", "day"),
+    [
+        (1709337599999, date(2024, 3, 1)),
+        (1709337600000, date(2024, 3, 2)),
+        (FIRST_TWEET_MS, date(2006, 3, 21)),
+        (LAST_INGEST_MS, date(9999, 12, 31)),
+        # Timestamps no tweet can have are filed under the nearest day one can.
+        (YEAR_10000_MS, date(9999, 12, 31)),
+        (2**63 - 1, date(9999, 12, 31)),
+        (MS_1990, date(2006, 3, 21)),
+        (FIRST_TWEET_MS - 1, date(2006, 3, 21)),
+        (0, date(2006, 3, 21)),
+        (-1, date(2006, 3, 21)),
+        (-(2**63), date(2006, 3, 21)),
+    ],
+)
+def test_archiver_files_every_timestamp_under_a_day_a_tweet_can_have(ms: int, day: date) -> None:
+    assert _ingest_date(SimpleNamespace(timestamp=ms)) == day  # type: ignore[arg-type]
+
+
+def _archive_line(offset: int, ms: int, value: bytes | None) -> bytes:
+    line = {"partition": 1, "offset": offset, "timestamp_ms": ms, "key": None,
+            "value": None if value is None else value.decode()}  # fmt: skip
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
+def test_read_object_quarantines_a_year_10000_record_beside_a_normal_one() -> None:
+    flat = FlatTweet("9", "2024-03-01T00:00:00.000Z", "1", "Lisbon", 4, 5, 6, (), "pt", "t")
+    value = flat.to_json_bytes()
+    data = _archive_line(10, 1709251200000, value) + _archive_line(11, YEAR_10000_MS, value)
+
+    rows, rejected = read_object(data, object_key="k")
+
+    assert rows == [
+        (
+            "9",
+            datetime(2024, 3, 1, tzinfo=UTC),
+            date(2024, 3, 1),
+            1,
+            10,
+            "2024-03-01T00:00:00.000Z",
+            "1",
+            "Lisbon",
+            4,
+            5,
+            6,
+            "pt",
+            "k",
+        )
+    ]
+    assert [(q.partition, q.offset, q.ingest_ts, q.reason, q.raw_value) for q in rejected] == [
+        (1, 11, None, "bad_ingest_time", value)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ms", "value", "expected"),
+    [
+        (LAST_INGEST_MS, b"{", ("not_json", datetime(9999, 12, 31, 23, 59, 59, 999000, UTC))),
+        (FIRST_TWEET_MS, None, ("null_value", datetime(2006, 3, 21, tzinfo=UTC))),
+        (FIRST_TWEET_MS - 1, b"{", ("bad_ingest_time", None)),
+        (LAST_INGEST_MS + 1, None, ("bad_ingest_time", None)),
+        (MS_1990, b"{", ("bad_ingest_time", None)),
+        (-1, b"{", ("bad_ingest_time", None)),
+    ],
+)
+def test_read_object_quarantine_reason_and_ingest_ts(
+    ms: int, value: bytes | None, expected: tuple[str, datetime | None]
+) -> None:
+    rows, rejected = read_object(_archive_line(3, ms, value), object_key="k")
+    assert rows == []
+    assert [(q.reason, q.ingest_ts) for q in rejected] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("ms", "ingest_ts"),
+    [
+        (FIRST_TWEET_MS, datetime(2006, 3, 21, tzinfo=UTC)),
+        (LAST_INGEST_MS, datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),
+    ],
+)
+def test_read_object_loads_records_at_the_ingest_bounds(ms: int, ingest_ts: datetime) -> None:
+    flat = FlatTweet("9", "2024-03-01T00:00:00.000Z", "1", "Lisbon", 4, 5, 6, (), "pt", "t")
+    rows, rejected = read_object(_archive_line(3, ms, flat.to_json_bytes()), object_key="k")
+    assert rejected == []
+    assert [(r[0], r[1], r[2]) for r in rows] == [("9", ingest_ts, ingest_ts.date())]
 
 
 def test_run_ids_sort_by_time_and_are_unique() -> None:

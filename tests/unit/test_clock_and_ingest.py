@@ -1,13 +1,15 @@
-"""The simulated clock, ingest-time arithmetic and the up-front partitioner."""
+"""The simulated clock, ingest-time arithmetic, the up-front partitioner and the handler."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from lambda_demo.clock import SimulatedClock, from_millis, to_millis
-from lambda_demo.ingest import partition_for
+from lambda_demo.ingest import TweetHandler, partition_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -82,3 +84,117 @@ JAVA_MURMUR2 = [
 @pytest.mark.parametrize("partitions", [1, 3, 7])
 def test_partition_for_matches_the_java_client(key: bytes, java_hash: int, partitions: int) -> None:
     assert partition_for(key, partitions) == (java_hash & 0x7FFFFFFF) % partitions
+
+
+# --- the handler -----------------------------------------------------------------------------
+
+
+class FakeFuture:
+    def __init__(self) -> None:
+        self.errbacks: list[Any] = []
+
+    def add_errback(self, callback: Any) -> FakeFuture:
+        self.errbacks.append(callback)
+        return self
+
+
+class FakeProducer:
+    """Records every ``send``, as keyword arguments plus the topic, instead of sending."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, topic: str, **kwargs: Any) -> FakeFuture:
+        self.sent.append({"topic": topic, **kwargs})
+        return FakeFuture()
+
+    def flush(self) -> None:
+        pass
+
+
+RAW_TWEET = json.dumps(
+    {
+        "data": {
+            "id": "1859000000000000001",
+            "text": "hello",
+            "author_id": "42",
+            "created_at": "2026-11-01T20:15:00.000Z",
+            "lang": "en",
+            "edit_history_tweet_ids": ["1859000000000000001"],
+            "public_metrics": {"retweet_count": 2, "like_count": 7},
+        },
+        "includes": {
+            "users": [
+                {
+                    "id": "42",
+                    "username": "ada",
+                    "name": "Ada",
+                    "location": "London",
+                    "public_metrics": {"followers_count": 1000},
+                }
+            ]
+        },
+    }
+).encode()
+FLAT_JSON = (
+    b'{"v":1,"tweet_id":"1859000000000000001","created_at":"2026-11-01T20:15:00.000Z",'
+    b'"author_id":"42","location":"London","followers_count":1000,"like_count":7,'
+    b'"retweet_count":2,"hashtags":[],"lang":"en","text":"hello"}'
+)
+FIRST_TWEET_MS = 1_142_899_200_000  # 2006-03-21T00:00:00.000Z, written out by hand
+LAST_INGEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MS_1990 = 631_152_000_000  # 1990-01-01T00:00:00.000Z
+
+
+def handler() -> tuple[TweetHandler, FakeProducer]:
+    producer = FakeProducer()
+    return TweetHandler(producer, topic="tweets", dlq_topic="tweets.dlq", partitions=3), producer
+
+
+@pytest.mark.parametrize("ingest_ms", [FIRST_TWEET_MS, 1_793_564_100_000, LAST_INGEST_MS])
+def test_handler_produces_a_valid_tweet_ingested_in_range(ingest_ms: int) -> None:
+    tweets, producer = handler()
+    tweets.handle(RAW_TWEET, ingest_ms=ingest_ms, headers=[("source", b"replay")])
+    (sent,) = producer.sent
+    key = b"1859000000000000001"
+    assert sent == {
+        "topic": "tweets",
+        "value": FLAT_JSON,
+        "key": key,
+        "partition": partition_for(key, 3),
+        "timestamp_ms": ingest_ms,
+        "headers": [("source", b"replay")],
+    }
+    assert (tweets.counts.read, tweets.counts.produced, tweets.counts.dead_lettered) == (1, 1, 0)
+    assert tweets.counts.reasons == {}
+
+
+@pytest.mark.parametrize(
+    "ingest_ms",
+    [MS_1990, FIRST_TWEET_MS - 1, 0, -1, LAST_INGEST_MS + 1, 253_402_300_800_000],
+)
+def test_handler_dead_letters_a_valid_tweet_with_an_impossible_ingest_time(ingest_ms: int) -> None:
+    tweets, producer = handler()
+    tweets.handle(RAW_TWEET, ingest_ms=ingest_ms, headers=[("source", b"replay")])
+    (sent,) = producer.sent
+    assert sent["topic"] == "tweets.dlq"
+    assert sent["partition"] == 0
+    assert sent["key"] is None
+    assert sent["value"] == RAW_TWEET  # the original bytes, as for every dead letter
+    assert sent["timestamp_ms"] == ingest_ms
+    headers = sent["headers"]
+    assert [name for name, _ in headers] == ["source", "reason", "detail"]
+    assert headers[0] == ("source", b"replay")
+    assert headers[1] == ("reason", b"bad_ingest_time")
+    assert headers[2][1]  # a human-readable detail
+    assert (tweets.counts.read, tweets.counts.produced, tweets.counts.dead_lettered) == (1, 0, 1)
+    assert tweets.counts.reasons == {"bad_ingest_time": 1}
+
+
+def test_handler_counts_dead_letters_for_bad_ingest_times_among_good_ones() -> None:
+    tweets, producer = handler()
+    for ms in [MS_1990, 1_793_564_100_000, MS_1990 + 1]:
+        tweets.handle(RAW_TWEET, ingest_ms=ms)
+    assert [s["topic"] for s in producer.sent] == ["tweets.dlq", "tweets", "tweets.dlq"]
+    assert (tweets.counts.read, tweets.counts.produced, tweets.counts.dead_lettered) == (3, 1, 2)
+    assert tweets.counts.reasons == {"bad_ingest_time": 2}

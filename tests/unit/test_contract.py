@@ -21,9 +21,11 @@ from lambda_demo.contract import (
     InvalidRecord,
     Rejected,
     due_time,
+    ingest_time,
     location_key,
     parse_api_tweet,
     parse_flat,
+    parse_record,
 )
 
 MISSING = object()  # marks a key to delete from the template
@@ -389,12 +391,31 @@ COUNT_FIELDS = [
     ("data.public_metrics.like_count", "bad_like_count"),
     ("includes.users.0.public_metrics.followers_count", "bad_followers_count"),
 ]
-BAD_COUNTS = [True, False, 1.0, 0.0, 1.5, "1", "0", -1, 2**63, 2**64, 10**30, None, [1], {}]
+# Counts must be below 2**31, so sums of them never overflow a 64-bit column.
+BAD_COUNTS = [
+    True,
+    False,
+    1.0,
+    0.0,
+    1.5,
+    "1",
+    "0",
+    -1,
+    2**31,
+    2**32,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    None,
+    [1],
+    {},
+]
 
 
 @pytest.mark.parametrize(("path", "expected"), COUNT_FIELDS)
 @pytest.mark.parametrize("value", BAD_COUNTS, ids=repr)
-def test_counts_must_be_non_negative_64_bit_json_integers(
+def test_counts_must_be_json_integers_in_0_to_2_pow_31(
     path: str, expected: str, value: object
 ) -> None:
     assert reason(parse(**{path: value})) == expected
@@ -423,7 +444,7 @@ def test_minus_zero_is_the_json_integer_zero(path: str, _reason: str) -> None:
     valid(parse_api_tweet(with_number(path, b"-0")))
 
 
-@pytest.mark.parametrize("value", [0, 1, 2**63 - 1])
+@pytest.mark.parametrize("value", [0, 1, 2**31 - 1])
 def test_count_boundaries_are_accepted(value: int) -> None:
     flat = valid(
         parse(
@@ -578,7 +599,7 @@ def test_parsed_api_tweet_round_trips_through_flat() -> None:
 
 
 FLAT_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
-FLAT_COUNT = st.integers(min_value=0, max_value=2**63 - 1)
+FLAT_COUNT = st.integers(min_value=0, max_value=2**31 - 1)
 
 
 @given(
@@ -633,9 +654,15 @@ def test_any_flat_tweet_round_trips(flat: FlatTweet) -> None:
         (flat_record(followers_count=MISSING), "bad_followers_count"),
         (flat_record(followers_count=True), "bad_followers_count"),
         (flat_record(followers_count=-1), "bad_followers_count"),
+        (flat_record(followers_count=2**31), "bad_followers_count"),
+        (flat_record(followers_count=2**63 - 1), "bad_followers_count"),
         (flat_record(like_count=2.0), "bad_like_count"),
+        (flat_record(like_count=2**31), "bad_like_count"),
+        (flat_record(like_count=2**63 - 1), "bad_like_count"),
         (flat_record(like_count=2**63), "bad_like_count"),
         (flat_record(retweet_count="0"), "bad_retweet_count"),
+        (flat_record(retweet_count=2**31), "bad_retweet_count"),
+        (flat_record(retweet_count=2**63 - 1), "bad_retweet_count"),
         (flat_record(retweet_count=None), "bad_retweet_count"),
     ],
 )
@@ -648,7 +675,9 @@ def test_parse_flat_accepts_boundaries_and_ignores_other_keys() -> None:
         tweet_id=str(2**63 - 1),
         created_at="not checked here",
         location="",
-        followers_count=2**63 - 1,
+        followers_count=2**31 - 1,
+        like_count=2**31 - 1,
+        retweet_count=2**31 - 1,
         extra={"nested": [1, 2]},
         author_id=MISSING,
         hashtags="not a list",
@@ -657,10 +686,11 @@ def test_parse_flat_accepts_boundaries_and_ignores_other_keys() -> None:
     )
     flat = valid(parse_flat(raw))
     assert flat.tweet_id == str(2**63 - 1)
-    assert (flat.created_at, flat.location, flat.followers_count) == (
-        "not checked here",
-        "",
-        2**63 - 1,
+    assert (flat.created_at, flat.location) == ("not checked here", "")
+    assert (flat.followers_count, flat.like_count, flat.retweet_count) == (
+        2**31 - 1,
+        2**31 - 1,
+        2**31 - 1,
     )
     assert (flat.author_id, flat.hashtags, flat.lang, flat.text) == ("", (), None, "")
 
@@ -681,6 +711,102 @@ def test_rejection_details_stay_short_for_huge_values() -> None:
     rejected = parse(**{"data.id": "x" * 1_000_000})
     assert isinstance(rejected, Rejected)
     assert len(rejected.detail) < 300
+
+
+def test_max_count_keeps_every_sum_of_2_pow_32_counts_inside_a_signed_64_bit_column() -> None:
+    assert contract.MAX_COUNT == 2_147_483_647
+    assert 2_147_483_647 * 2**32 <= 9_223_372_036_854_775_807  # 2**63 - 1, a signed BIGINT
+    assert contract.MAX_BIGINT == 9_223_372_036_854_775_807  # ids keep the full BIGINT range
+
+
+# --- the Kafka record: ingest time, then value -----------------------------------------------
+
+# Written out by hand (``date -u -d 2006-03-21T00:00:00Z +%s`` is 1142899200; the epoch second
+# of 10000-01-01T00:00:00Z is 253402300800), not taken from the module under test.
+FIRST_MS = 1_142_899_200_000  # 2006-03-21T00:00:00.000Z
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+YEAR_10000_MS = 253_402_300_800_000  # 10000-01-01T00:00:00.000Z
+MS_1990 = 631_152_000_000  # 1990-01-01T00:00:00.000Z
+
+
+def test_ingest_bounds_are_the_first_tweet_day_and_the_last_millisecond_of_9999() -> None:
+    assert contract.MIN_INGEST_MS == FIRST_MS
+    assert contract.MAX_INGEST_MS == LAST_MS
+    first, last = contract.FIRST_TWEET, contract.LAST_INGEST
+    assert first == datetime(2006, 3, 21, tzinfo=UTC)
+    assert last == datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("ms", "expected"),
+    [
+        (FIRST_MS, datetime(2006, 3, 21, tzinfo=UTC)),
+        (LAST_MS, datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),
+        (1_793_564_100_123, datetime(2026, 11, 1, 20, 15, 0, 123000, tzinfo=UTC)),
+    ],
+)
+def test_ingest_time_of_a_timestamp_a_tweet_can_have(ms: int, expected: datetime) -> None:
+    moment = ingest_time(ms)
+    assert moment == expected
+    assert moment is not None and moment.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "ms",
+    [FIRST_MS - 1, LAST_MS + 1, YEAR_10000_MS, MS_1990, 0, -1, -(2**63), 2**63 - 1],
+)
+def test_ingest_time_is_none_outside_the_range(ms: int) -> None:
+    assert ingest_time(ms) is None
+
+
+@pytest.mark.parametrize("ms", [FIRST_MS, FIRST_MS + 1, 1_793_564_100_000, LAST_MS - 1, LAST_MS])
+def test_parse_record_accepts_a_valid_value_at_any_ingest_time_in_range(ms: int) -> None:
+    assert parse_record(FLAT.to_json_bytes(), ms) == FLAT
+
+
+@pytest.mark.parametrize(
+    "ms",
+    [FIRST_MS - 1, LAST_MS + 1, YEAR_10000_MS, MS_1990, 0, -1, -(2**63), 2**63 - 1],
+)
+def test_parse_record_refuses_a_valid_value_outside_the_ingest_range(ms: int) -> None:
+    assert reason(parse_record(FLAT.to_json_bytes(), ms)) == "bad_ingest_time"
+
+
+@pytest.mark.parametrize("value", [None, b"", b"\xff", b"[]", flat_record(v=2), b"not json"])
+@pytest.mark.parametrize("ms", [FIRST_MS - 1, LAST_MS + 1, YEAR_10000_MS, -1])
+def test_parse_record_checks_the_ingest_time_before_the_value(value: bytes | None, ms: int) -> None:
+    assert reason(parse_record(value, ms)) == "bad_ingest_time"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "null_value"),
+        (b"\xff", "not_utf8"),
+        (b"not json", "not_json"),
+        (b"[]", "not_object"),
+        (flat_record(v=2), "bad_version"),
+        (flat_record(like_count=2**31), "bad_like_count"),
+    ],
+)
+@pytest.mark.parametrize("ms", [FIRST_MS, LAST_MS])
+def test_parse_record_in_range_gives_the_value_s_own_reason(
+    value: bytes | None, expected: str, ms: int
+) -> None:
+    assert reason(parse_record(value, ms)) == expected
+
+
+@given(
+    st.binary(max_size=200) | st.none() | st.just(FLAT.to_json_bytes()),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
+def test_parse_record_never_raises_and_judges_the_time_first(value: bytes | None, ms: int) -> None:
+    result = parse_record(value, ms)
+    assert isinstance(result, FlatTweet | Rejected)
+    if not FIRST_MS <= ms <= LAST_MS:
+        assert isinstance(result, Rejected) and result.reason == "bad_ingest_time"
+    else:
+        assert result == parse_flat(value)
 
 
 # --- never raises ----------------------------------------------------------------------------

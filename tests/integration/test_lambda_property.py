@@ -2,8 +2,9 @@
 
 Hypothesis generates a stream over 2-4 days (duplicates, also across midnight and with
 edited content; malformed records, some carrying a real tweet's id; awkward locations;
-counts at the contract's bound, 2**31 - 1), cuts it into 2-4 chunks and, per chunk, an interleaving of "produce the chunk",
-``run_speed(once=True)`` and ``run_batch(cutoff=<day of the newest produced record>)``.
+counts at the contract's bound, 2**31 - 1), cuts it into 2-4 chunks and, per chunk, an
+interleaving of "produce the chunk", ``run_speed(once=True)`` and
+``run_batch(cutoff=<day of the newest produced record>)``.
 Whenever the speed layer has caught up, the serving view must equal both ``check``'s
 recomputation from Kafka and the independent expectation of ``tests/helpers``. After every
 step, caught up or not, the speed layer holds no day the batch layer has absorbed.

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
-def buggy_aggregates(parsed: DataFrame) -> DataFrame:
+def buggy_aggregates(tweets: DataFrame) -> DataFrame:
     """A plausible bug: the developer "simplified" the query and dropped the deduplication.
 
     Every duplicate delivery is now counted: the speed view over-counts.
@@ -34,8 +34,7 @@ def buggy_aggregates(parsed: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     return (
-        parsed.where(F.col("reason").isNull())
-        .withColumn("ingest_day", F.to_date("ingest_ts"))
+        tweets.withColumn("ingest_day", F.to_date("ingest_ts"))
         .groupBy("ingest_day", view.KEY)
         .agg(*view.spark_aggregates())
     )
@@ -72,7 +71,8 @@ def deploy_buggy_speed_layer(settings: Settings) -> None:
 
 
 def deploy_fixed_speed_layer(settings: Settings, *, version: int = 2) -> None:
-    """The fix, deployed as a new query: a new checkpoint, absolute values overwrite the bad."""
+    """The fix, deployed as a new query: a new checkpoint is a new deployment, which rebuilds
+    the speed view from Kafka and, once caught up, replaces every row of the buggy one."""
     run_speed(settings, once=True, checkpoint_name=f"speed_view_v{version}")
 
 

@@ -8,15 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, produce, tweet
 
 from lambda_demo import serving, warehouse
+from lambda_demo.batch.recompute import CutoffMovedBack
+from lambda_demo.batch.run import run_batch
+from lambda_demo.recovery import buggy_aggregates
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed import DeploymentRetired, run_speed, start_queries, stop_queries
+from lambda_demo.status import status
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +182,109 @@ def test_spark_without_java_says_what_to_install(tmp_path) -> None:
     assert done.returncode != 0
     assert "JavaMissingError: Java 17+ is needed" in done.stderr
     assert "install OpenJDK 17" in done.stderr
+
+
+def _spread(first_id: int, start: datetime, n: int, places: list[str]) -> list[Delivery]:
+    """n tweets a minute apart, ids consecutive so that every partition gets some."""
+    return [
+        Delivery(start + timedelta(minutes=i), tweet(first_id + i, places[i % len(places)], 1))
+        for i in range(n)
+    ]
+
+
+def _operators(query) -> dict[str, int]:
+    """State rows per stateful operator, from the query's own progress report."""
+    return {op["operatorName"]: op["numRowsTotal"] for op in query.lastProgress["stateOperators"]}
+
+
+def _drain(settings: Settings) -> list:
+    queries = start_queries(settings, once=True)
+    for query in queries:
+        query.awaitTermination()
+    stop_queries(queries, settings)
+    return queries
+
+
+def test_state_is_evicted_once_the_watermark_passes_a_day(settings: Settings, spark) -> None:
+    """Spark forgets a day's groups, and tweet ids, once every partition has moved on."""
+    first = _spread(1, DAY0 + timedelta(hours=10), 30, LOCATIONS)
+    produce(settings, first)
+    view_query = _drain(settings)[0]
+    assert _operators(view_query)["stateStoreSave"] == len(LOCATIONS)  # day 0's groups
+    assert _operators(view_query)["dedupeWithinWatermark"] == 30
+
+    later = _spread(100, DAY0 + timedelta(days=3), 30, ["Oslo", "Bergen"])
+    produce(settings, later)
+    view_query = _drain(settings)[0]
+    # The watermark is 25 h behind day 3: day 0 is complete, so its groups and ids are gone.
+    assert _operators(view_query)["stateStoreSave"] == 2
+    assert _operators(view_query)["dedupeWithinWatermark"] == 30
+    figures = status(settings)
+    assert figures["speed"]["state_rows"] == 32
+    assert figures["speed"]["lag_records"] == 0
+    # The speed view still holds day 0 until a batch run absorbs it: state is not the view.
+    assert _speed_by_day(settings) == expected_by_day(first + later)
+
+
+def test_a_batch_run_takes_the_days_before_its_cutoff_from_the_speed_layer(
+    settings: Settings, spark
+) -> None:
+    deliveries = _stream(6, 300, days=3)
+    produce(settings, deliveries)
+    run_speed(settings, once=True)
+    cutoff = (DAY0 + timedelta(days=2)).date()
+    run_batch(settings, cutoff=cutoff, progress=False)
+    by_day = expected_by_day(deliveries)
+    assert _speed_by_day(settings) == {k: v for k, v in by_day.items() if k[0] >= cutoff}
+    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    assert status(settings)["speed"]["days"] == sorted(
+        {day.isoformat() for day, _ in by_day if day >= cutoff}
+    )
+    # A cutoff cannot move back: those days are in neither view any more.
+    with pytest.raises(CutoffMovedBack, match="Use a cutoff on or after"):
+        run_batch(settings, cutoff=cutoff - timedelta(days=1), progress=False)
+    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+
+
+def test_a_redeployed_query_replaces_every_row_of_the_old_one(settings: Settings, spark) -> None:
+    """Notebook 06's story: a buggy deployment over-counts, the fixed one takes over whole.
+
+    The case that absolute upserts alone get wrong: a tweet first delivered at 23:58 and again
+    at 00:03, in a location with no other tweet that day. The buggy query (no deduplication)
+    counts it on both days; the fixed one emits no group at all for the second day.
+    """
+    lonely = tweet(77, "Solitude", followers=5)
+    deliveries = sorted(
+        [
+            *_stream(7, 200),
+            Delivery(DAY0 + timedelta(hours=23, minutes=58), lonely),
+            Delivery(DAY0 + timedelta(days=1, minutes=3), lonely),
+        ],
+        key=lambda d: d.ts,
+    )
+    produce(settings, deliveries)
+    run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="buggy")
+    assert as_dict(serving.serving_view(settings))["Solitude"] == [2, 10, 0, 0]  # the bug
+
+    run_speed(settings, once=True, checkpoint_name="fixed")
+    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    deployments = warehouse.fetch_frame(
+        "SELECT checkpoint, serving, retired_at IS NOT NULL AS retired FROM speed_deployments",
+        settings=settings,
+    )
+    names = {Path(c).name: (s, r) for c, s, r in deployments.itertuples(index=False)}
+    assert names == {"buggy": (False, True), "fixed": (True, False)}
+    rows_of = warehouse.fetch_frame(
+        "SELECT DISTINCT d.checkpoint FROM speed_view v "
+        "JOIN speed_deployments d USING (deployment)",
+        settings=settings,
+    )
+    assert [Path(c).name for c in rows_of["checkpoint"]] == ["fixed"]
+
+    # The old query, restarted from its checkpoint, refuses to write a single row.
+    more = [Delivery(DAY0 + timedelta(days=2, hours=1), tweet(5000, "London", 3))]
+    produce(settings, more)
+    with pytest.raises(DeploymentRetired, match="delete that checkpoint directory"):
+        run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="buggy")
+    run_speed(settings, once=True, checkpoint_name="fixed")
+    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries + more)

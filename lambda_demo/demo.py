@@ -5,8 +5,8 @@
 3. replay the sample in a background thread on a simulated clock, ``speedup`` times faster
    than real time, so three days pass in about two minutes;
 4. each time the simulated clock passes midnight, run the batch layer with that day as the
-   cutoff: the batch view absorbs yesterday, and the serving view stops reading it from the
-   speed view - the hand-over a learner should watch;
+   cutoff: the batch view absorbs yesterday, and the speed layer forgets it - the hand-over
+   a learner should watch (the timeline records the speed layer's state rows and days);
 5. let the speed layer catch up, print the top of the serving view, and run ``check``.
 
 Re-running is safe: the replay resumes (Kafka already has everything), the batch run is
@@ -32,6 +32,7 @@ from lambda_demo.clock import SimulatedClock
 from lambda_demo.ingest import IngestCounts
 from lambda_demo.replay import replay
 from lambda_demo.settings import Settings, get_settings
+from lambda_demo.status import speed_figures
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +59,10 @@ class DemoResult:
 def _sample(
     timeline: list[dict], clock: SimulatedClock, started: float, settings: Settings
 ) -> None:
-    """One timeline row: the serving totals split into batch and speed parts, and freshness."""
+    """One timeline row: the serving totals split into batch and speed parts, freshness, and
+    how much the speed layer holds (Spark state rows, days in the speed view)."""
     parts = serving.totals(settings)
+    held = speed_figures(settings)
     staleness = warehouse.fetch_frame(
         "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments",
         settings=settings,
@@ -72,6 +75,8 @@ def _sample(
             "speed_tweets": int(parts.loc["speed", "tweet_count"]),
             "cutoff": serving.batch_cutoff(settings),
             "speed_view_age_seconds": float(staleness) if staleness is not None else None,
+            "speed_state_rows": held["state_rows"],
+            "speed_days": len(held["days"]),
         }
     )
 
@@ -144,8 +149,7 @@ def run_demo(
             query.processAllAvailable()
         _sample(timeline, clock, started, settings)
     finally:
-        for query in queries:
-            query.stop()
+        speed.stop_queries(queries, settings)
     result = check(settings)
     top = serving.top(10, settings=settings)
     seconds = time.monotonic() - started

@@ -336,14 +336,17 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
             if row is None or row[2] >= batch_id:
                 return
             serving, retired_at, _ = row
+            # A report without state operators ran no micro-batch (nothing new arrived):
+            # the state and the watermark are what the last one left.
             cur.execute(
-                "UPDATE speed_deployments SET progress_batch_id = %s, end_offsets = %s, "
-                "state_rows = %s, late_rows = late_rows + %s, watermark = %s "
+                "UPDATE speed_deployments SET progress_batch_id = %s, "
+                "end_offsets = COALESCE(%s, end_offsets), state_rows = COALESCE(%s, state_rows), "
+                "late_rows = late_rows + %s, watermark = COALESCE(%s, watermark) "
                 "WHERE deployment = %s",
                 (
                     batch_id,
                     json.dumps(ends) if ends is not None else None,
-                    sum(op.get("numRowsTotal", 0) for op in operators),
+                    sum(op["numRowsTotal"] for op in operators) if operators else None,
                     sum(op.get("numRowsDroppedByWatermark", 0) for op in operators),
                     None if watermark in (None, "1970-01-01T00:00:00.000Z") else watermark,
                     deployment,

@@ -40,6 +40,32 @@ def _one(query: str, settings: Settings) -> tuple:
     return next(warehouse.fetch_frame(query, settings=settings).itertuples(index=False))
 
 
+def speed_figures(settings: Settings) -> dict[str, Any]:
+    """The serving speed deployment: its days, state rows, late rows, watermark and offsets.
+
+    ``end_offsets`` is ``{partition: next offset}`` the deployment has processed; the other
+    figures are None until the deployment has reported progress (no query has run yet).
+    """
+    frame = warehouse.fetch_frame(
+        "SELECT d.deployment, d.end_offsets, d.state_rows, d.late_rows, d.watermark, "
+        "ARRAY(SELECT DISTINCT v.ingest_day FROM speed_view v "
+        "      WHERE v.deployment = d.deployment ORDER BY 1) AS days "
+        "FROM speed_deployments d WHERE d.serving",
+        settings=settings,
+    )
+    # None, not NaN/NaT, for what a deployment has not reported yet.
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    row = rows[0] if rows else dict.fromkeys(frame.columns)
+    return {
+        "deployment": row["deployment"],
+        "days": [day.isoformat() for day in row["days"] or []],
+        "state_rows": None if row["state_rows"] is None else int(row["state_rows"]),
+        "late_rows": None if row["late_rows"] is None else int(row["late_rows"]),
+        "watermark": None if row["watermark"] is None else row["watermark"].isoformat(),
+        "end_offsets": json.loads(row["end_offsets"]) if row["end_offsets"] else {},
+    }
+
+
 def status(settings: Settings | None = None) -> dict[str, Any]:
     """Every layer's figures as one JSON-ready dict (see the module docstring)."""
     settings = settings or get_settings()
@@ -58,25 +84,12 @@ def status(settings: Settings | None = None) -> dict[str, Any]:
         "WHERE run_id = (SELECT run_id FROM batch_meta)",
         settings,
     )
-    deployment = warehouse.fetch_frame(
-        "SELECT deployment, end_offsets, state_rows, late_rows, watermark "
-        "FROM speed_deployments WHERE serving",
-        settings=settings,
-    )
-    days = warehouse.fetch_frame(
-        "SELECT DISTINCT ingest_day FROM speed_view WHERE deployment = "
-        "(SELECT deployment FROM speed_deployments WHERE serving) ORDER BY ingest_day",
-        settings=settings,
-    )["ingest_day"]
     serving_tweets, serving_locations = _one(
         "SELECT COALESCE(SUM(tweet_count), 0), COUNT(*) FROM serving_view", settings
     )
 
-    # None, not NaN/NaT, for what a deployment has not reported yet.
-    rows = deployment.astype(object).where(deployment.notna(), None).to_dict("records")
-    speed = rows[0] if rows else dict.fromkeys(deployment.columns)
-    processed = json.loads(speed["end_offsets"]) if speed["end_offsets"] else {}
-    watermark = speed["watermark"]
+    speed = speed_figures(settings)
+    processed = speed.pop("end_offsets")
     return {
         "kafka": {
             "records": sum(end - begin for begin, end in tweets.values()),
@@ -93,15 +106,11 @@ def status(settings: Settings | None = None) -> dict[str, Any]:
             "locations": int(batch_locations),
         },
         "speed": {
-            "deployment": speed["deployment"],
-            "days": [day.isoformat() for day in days],
+            **speed,
             "lag_records": sum(
                 end - max(begin, processed.get(partition, begin))
                 for partition, (begin, end) in tweets.items()
             ),
-            "state_rows": None if speed["state_rows"] is None else int(speed["state_rows"]),
-            "late_rows": None if speed["late_rows"] is None else int(speed["late_rows"]),
-            "watermark": None if watermark is None else watermark.isoformat(),
         },
         "serving": {"tweets": int(serving_tweets), "locations": int(serving_locations)},
     }

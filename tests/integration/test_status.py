@@ -1,0 +1,125 @@
+"""``lambda-demo status`` through the hand-over, every figure against an independent count.
+
+The scenario is the one a learner runs from a shell: replay a generated stream, ``speed
+--once``, ``batch --cutoff D1``, ``speed --once``, ``batch --cutoff D2``. The expected figures
+come from reading the topic with a plain consumer and the JSON with ``json``, not from the
+package's own layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+import pytest
+from kafka import TopicPartition
+
+from lambda_demo import kafka_io
+from lambda_demo.clock import from_millis
+from lambda_demo.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (args, done.stderr[-2000:])
+    return done
+
+
+def _records(settings: Settings, topic: str) -> list:
+    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
+    with contextlib.closing(consumer):
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        return list(consumer)
+
+
+def test_status_shows_the_hand_over_with_exact_figures(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    stream = tmp_path / "three_days.jsonl.gz"
+    _cli(cli_env, "sample", "generate", "--tweets", "1500", "--days", "3", "--seed", "9",
+         "--out", str(stream))  # fmt: skip
+    replayed = json.loads(_cli(cli_env, "replay", "--file", str(stream), "--json").stdout)
+
+    # The truth, from the topic itself: first delivery of each tweet id wins.
+    deliveries = sorted(
+        _records(settings, settings.topic), key=lambda r: (r.timestamp, r.partition, r.offset)
+    )
+    first: dict[str, tuple[date, dict]] = {}
+    for record in deliveries:
+        value = json.loads(record.value)
+        first.setdefault(value["tweet_id"], (from_millis(record.timestamp).date(), value))
+    days = sorted({day for day, _ in first.values()})
+    assert len(days) >= 3
+    d1, d2 = days[1], days[2]
+
+    _cli(cli_env, "speed", "--once")
+    _cli(cli_env, "batch", "--cutoff", d1.isoformat())
+    _cli(cli_env, "speed", "--once")
+    _cli(cli_env, "batch", "--cutoff", d2.isoformat())
+    figures = json.loads(_cli(cli_env, "status", "--json").stdout)
+
+    before_d2 = [v for day, v in first.values() if day < d2]
+    assert figures["kafka"] == {
+        "records": len(deliveries),
+        "dead_lettered": len(_records(settings, settings.dlq_topic)),
+    }
+    assert figures["kafka"]["records"] == replayed["produced"]
+    assert figures["kafka"]["dead_lettered"] == replayed["dead_lettered"]
+    assert figures["archive"]["records"] == len(deliveries)  # everything archived by run 2
+    assert figures["warehouse"]["raw_rows"] == len(deliveries)  # every record here is valid
+    assert figures["warehouse"]["loaded_objects"] == figures["archive"]["objects"] > 0
+    assert figures["batch"] == {
+        "cutoff": d2.isoformat(),
+        "tweets": len(before_d2),
+        "locations": len({v["location"] for v in before_d2}),
+    }
+    speed = figures["speed"]
+    assert speed["days"] == sorted({day.isoformat() for day, _ in first.values() if day >= d2})
+    assert all(day >= d2.isoformat() for day in speed["days"])
+    assert speed["lag_records"] == 0
+    assert speed["late_rows"] == 0
+    assert isinstance(speed["state_rows"], int) and speed["state_rows"] > 0
+    assert figures["serving"] == {
+        "tweets": len(first),
+        "locations": len({v["location"] for _, v in first.values()}),
+    }
+
+    expected: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for _, v in first.values():
+        row = expected[v["location"]]
+        for i, name in enumerate(("followers_count", "like_count", "retweet_count")):
+            row[i + 1] += v[name]
+        row[0] += 1
+    served = json.loads(_cli(cli_env, "query", "--json").stdout)
+    assert {
+        r["location"]: [r["tweet_count"], r["followers_sum"], r["likes_sum"], r["retweets_sum"]]
+        for r in served
+    } == dict(expected)
+    _cli(cli_env, "check")
+
+    words = _cli(cli_env, "status").stdout
+    assert f"cutoff {d2.isoformat()}" in words
+    assert "0 records behind" in words
+
+
+def test_status_before_any_run_says_so(settings: Settings, cli_env: dict[str, str]) -> None:
+    figures = json.loads(_cli(cli_env, "status", "--json").stdout)
+    assert figures["batch"] == {"cutoff": None, "tweets": 0, "locations": 0}
+    assert figures["speed"]["state_rows"] is None
+    assert figures["speed"]["days"] == []
+    assert "no batch run yet" in _cli(cli_env, "status").stdout

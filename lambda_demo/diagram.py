@@ -33,8 +33,14 @@ BOXES = (
     Box(2.2, 2.0, "Kafka\ntopic `tweets`\n+ `tweets.dlq`", "ingestion", "#4C72B0"),
     Box(4.6, 3.3, "S3 master dataset\n(immutable,\nday-partitioned)", "batch", "#DD8452"),
     Box(7.0, 3.3, "warehouse\nraw_tweets ->\nbatch_view (day < D)", "batch", "#DD8452"),
-    Box(4.6, 0.7, "Spark Structured\nStreaming\n(dedup, aggregate)", "speed", "#55A868"),
-    Box(7.0, 0.7, "warehouse\nspeed_view\n(day >= D)", "speed", "#55A868"),
+    Box(
+        4.6,
+        0.7,
+        "Spark Structured\nStreaming: dedup,\naggregate, forget\n(25 h watermark)",
+        "speed",
+        "#55A868",
+    ),
+    Box(7.0, 0.7, "warehouse\nspeed_view\n(day >= D only)", "speed", "#55A868"),
     Box(9.4, 2.0, "serving_view\nbatch + speed\n-> query / check", "serving", "#8172B3"),
 )
 ARROWS = (
@@ -91,7 +97,10 @@ def draw(highlight: Part = "all") -> Figure:
                 linewidth=1.5,
             )
         )
-    for label, y in (("batch layer", 4.55), ("speed layer", 0.35)):
+    for label, y in (
+        ("batch layer: all history, recomputed", 4.55),
+        ("speed layer: only the days the batch layer has not absorbed yet", 0.35),
+    ):
         ax.text(5.8, y, label, ha="center", fontsize=11, style="italic")
     ax.set_xlim(-0.2, 11.5)
     ax.set_ylim(0.1, 4.8)

@@ -14,11 +14,12 @@ Validation runs the package's own ``contract.parse_record`` on Arrow batches
 **What keeps the state small.** The speed layer only has to cover what the batch layer has
 not absorbed yet, so it must forget. Each day is an event-time window on the ingest time,
 and the query carries a watermark `WATERMARK` behind the newest ingest time it has seen.
-Once the watermark passes the end of a day, Spark evicts that day's groups from its state,
-and the deduplication forgets tweet ids older than the watermark. So the state holds about
-two days of groups and 25 hours of tweet ids, however long the stream runs (``lambda-demo
-status`` shows ``state_rows``). 25 hours, because a duplicate delivery may come a day late,
-across midnight, and must still be recognised.
+Once the watermark passes the end of a day, Spark evicts that day's groups from its state
+(so at most three days of groups are held: the day that is closing, today, and briefly the
+day before), and the deduplication forgets a tweet id once the watermark has passed its
+ingest time plus `WATERMARK` (so about two days of ids). However long the stream runs, the
+state stays that size (``lambda-demo status`` shows ``state_rows``). 25 hours, because a
+duplicate delivery may come a day late, across midnight, and must still be recognised.
 
 **Records later than the watermark** are dropped by Spark: the speed layer has already
 forgotten their day. Nothing is lost: the master dataset has them, and the next batch run

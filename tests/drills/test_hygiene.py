@@ -98,7 +98,7 @@ def test_warehouse_sql_takes_values_only_as_bind_parameters() -> None:
     # Values from the outside (tweets, locations) reach SQL only as parameters: the hostile
     # input drill stores "'); DROP TABLE raw_tweets; --" as a location and reads it back.
     speed = (REPO_ROOT / "lambda_demo" / "speed.py").read_text()
-    assert "VALUES %s" in speed and "batch_id) VALUES (%s, %s)" in speed
+    assert "VALUES %s" in speed and "SET batch_id = %s" in speed
 
 
 def test_embedded_services_listen_on_loopback_only(stack_home: Path) -> None:

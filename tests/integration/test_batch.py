@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY1 = date(2024, 3, 1)
-CUTOFF = date(2024, 3, 4)  # the day of the newest record, so the default cutoff
+CUTOFF = date(2024, 3, 4)  # every partition's newest record is on it: the default cutoff
 TRICKY_LOCATIONS = [
     "Paris; France",
     'He said "hi"',
@@ -116,6 +116,10 @@ def dataset() -> list[Record]:
     # Both sides of the cutoff, by one millisecond.
     add(tweet(2001, "boundary-in"), at(day[2], 23, 59, 59, 999))
     add(tweet(2002, "boundary-out"), at(CUTOFF))
+    # The pipeline clock is the earliest partition's newest record: every partition reaches
+    # the cutoff day, so the default cutoff is that day.
+    for partition in range(3):
+        add(tweet(3000 + partition, "last-day"), at(CUTOFF, 1), partition=partition)
     out.sort(key=lambda r: r[2])
     return out
 

@@ -101,11 +101,19 @@ class CheckResult:
 
     @property
     def missing_tweets(self) -> int:
-        """Tweets the serving view lacks (0 if it counts any location's tweets too often)."""
-        if self.mismatches.empty:
+        """Tweets the serving view lacks, if every mismatch is only a lack: each mismatching
+        location has fewer tweets than expected and no measure above it (else 0)."""
+        rows = self.mismatches
+        if rows.empty:
             return 0
-        gap = self.mismatches["tweet_count_expected"] - self.mismatches["tweet_count_serving"]
-        return int(gap.sum()) if (gap >= 0).all() else 0
+        fewer = rows["tweet_count_serving"] < rows["tweet_count_expected"]
+        nothing_extra = (
+            rows[[f"{m}_serving" for m in view.MEASURE_NAMES]].to_numpy()
+            <= rows[[f"{m}_expected" for m in view.MEASURE_NAMES]].to_numpy()
+        ).all(axis=1)
+        if not (fewer & nothing_extra).all():
+            return 0
+        return int((rows["tweet_count_expected"] - rows["tweet_count_serving"]).sum())
 
     @property
     def only_late(self) -> bool:

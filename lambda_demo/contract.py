@@ -219,6 +219,16 @@ def ingest_time(ingest_ms: int) -> datetime | None:
     return from_millis(ingest_ms)
 
 
+def ingest_time_rejection(ingest_ms: int) -> Rejected | None:
+    """Why a record with this Kafka timestamp is refused (``bad_ingest_time``), or None."""
+    if ingest_time(ingest_ms) is not None:
+        return None
+    return Rejected(
+        "bad_ingest_time",
+        f"Kafka timestamp {ingest_ms} ms is outside {FIRST_TWEET:%Y-%m-%d}..9999-12-31",
+    )
+
+
 def parse_record(value: bytes | None, ingest_ms: int) -> FlatTweet | Rejected:
     """A record of the ``tweets`` topic under the contract: its timestamp, then its value.
 
@@ -231,12 +241,7 @@ def parse_record(value: bytes | None, ingest_ms: int) -> FlatTweet | Rejected:
 
     then the value, with `parse_flat`'s reasons.
     """
-    if ingest_time(ingest_ms) is None:
-        return Rejected(
-            "bad_ingest_time",
-            f"Kafka timestamp {ingest_ms} ms is outside {FIRST_TWEET:%Y-%m-%d}..9999-12-31",
-        )
-    return parse_flat(value)
+    return ingest_time_rejection(ingest_ms) or parse_flat(value)
 
 
 def due_time(raw: bytes | str, parsed: FlatTweet | Rejected | None = None) -> datetime | None:

@@ -64,7 +64,8 @@ def _sample(
     parts = serving.totals(settings)
     held = speed_figures(settings)
     staleness = warehouse.fetch_frame(
-        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments",
+        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments "
+        "WHERE serving",
         settings=settings,
     )["age"].iloc[0]
     timeline.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from lambda_demo.contract import FlatTweet, Rejected, ingest_time, parse_api_tweet
+from lambda_demo.contract import FlatTweet, Rejected, ingest_time_rejection, parse_api_tweet
 from lambda_demo.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.settings import Settings
 
@@ -103,10 +103,10 @@ class TweetHandler:
         if routed is None:
             return
         topic, partition, key, parsed = routed
-        if not isinstance(parsed, Rejected) and ingest_time(ingest_ms) is None:
+        refused = ingest_time_rejection(ingest_ms)
+        if refused is not None and not isinstance(parsed, Rejected):
             # A replayed tweet dated before the first tweet: every layer would quarantine it.
-            topic, partition, key = self.dlq_topic, 0, None
-            parsed = Rejected("bad_ingest_time", f"ingest time {ingest_ms} ms is not a tweet's")
+            topic, partition, key, parsed = self.dlq_topic, 0, None, refused
         self.counts.read += 1
         headers = list(headers or [])
         if isinstance(parsed, Rejected):

@@ -67,13 +67,10 @@ def totals(settings: Settings | None = None) -> pd.DataFrame:
     """All locations summed, split into the batch part and the speed part (one snapshot)."""
     sums = ", ".join(f"COALESCE(SUM({m}), 0)::BIGINT AS {m}" for m in view.MEASURE_NAMES)
     query = f"""
-        WITH meta AS (SELECT run_id, cutoff_day FROM batch_meta)
         SELECT 'batch' AS part, {sums} FROM batch_view
-        WHERE run_id = (SELECT run_id FROM meta)
+        WHERE run_id = (SELECT run_id FROM batch_meta)
         UNION ALL
-        SELECT 'speed' AS part, {sums} FROM speed_view
-        WHERE deployment = (SELECT deployment FROM speed_deployments WHERE serving)
-          AND ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
+        SELECT 'speed' AS part, {sums} FROM speed_serving
     """
     return _typed(warehouse.fetch_frame(query, settings=settings)).set_index("part")
 

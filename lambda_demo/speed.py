@@ -31,7 +31,11 @@ ingest time, so one record stamped next year would make every later record "late
 Kafka partition therefore gets its own watermark, and the query's watermark is the *minimum*
 of them (Spark's default policy for several inputs): one foreign record moves only its own
 partition's watermark. (A producer writing such records into every partition would move it;
-the records are still counted, by the batch layer, and ``status`` shows the watermark.)
+the records are still counted, by the batch layer, and ``status`` shows the watermark.) The
+price: Spark counts a partition that has received nothing since the query started as being
+at time zero, so the watermark, and with it the eviction, waits until every partition of
+the topic has delivered a valid tweet in the current run. A live topic keyed by tweet id
+fills every partition within seconds; a topic with an idle partition keeps its state.
 
 **Deployments.** Rows belong to a *deployment*: the streaming query's id, which its
 checkpoint keeps across restarts. Serving reads one deployment's rows. A new deployment (a
@@ -79,6 +83,8 @@ logger = logging.getLogger(__name__)
 WATERMARK = "25 hours"
 """How far behind the newest ingest time the speed layer still accepts a record."""
 
+_NO_WATERMARK = "1970-01-01T00:00:00.000Z"  # what Spark reports before it has a watermark
+
 DAY = "1 day"
 
 PARSED_SCHEMA = (
@@ -91,6 +97,10 @@ _FLAT_FIELDS = ["tweet_id", "location", "followers_count", "like_count", "retwee
 
 class DeploymentRetired(LambdaDemoError):
     """A speed query whose deployment a newer one replaced tried to write."""
+
+
+class CheckpointWithoutRows(LambdaDemoError):
+    """A checkpoint has progress that this warehouse never received (it was reset)."""
 
 
 def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -244,13 +254,22 @@ class SpeedViewSink:
         """Register a new deployment; False if ``batch_id`` is already committed.
 
         The first deployment of a warehouse serves at once (there is nothing to protect);
-        any later one starts in the wings and takes over in `record_progress`.
+        any later one starts in the wings and takes over in `record_progress`. Raises
+        `DeploymentRetired` for a replaced deployment, and `CheckpointWithoutRows` for a
+        checkpoint whose earlier micro-batches this warehouse never saw: in update mode it
+        would write only the groups it changes from now on, and serving would under-count.
         """
         cur.execute(
             "SELECT batch_id, retired_at FROM speed_deployments WHERE deployment = %s",
             (deployment,),
         )
         row = cur.fetchone()
+        if row is None and batch_id > 0:
+            raise CheckpointWithoutRows(
+                f"The speed checkpoint {self.checkpoint} has processed micro-batches that this "
+                "warehouse never received (was it reset?). Delete that checkpoint directory: the "
+                "speed layer then rebuilds its view from Kafka."
+            )
         if row is None:
             cur.execute(
                 "INSERT INTO speed_deployments (deployment, checkpoint, serving) "
@@ -329,16 +348,16 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
         with conn, conn.cursor() as cur:
             warehouse.lock_speed_view(cur)
             cur.execute(
-                "SELECT serving, retired_at, progress_batch_id FROM speed_deployments "
+                "SELECT serving, retired_at, progress_batch_id, batch_id FROM speed_deployments "
                 "WHERE deployment = %s",
                 (deployment,),
             )
             row = cur.fetchone()
-            if row is None or row[2] >= batch_id:
+            # Only micro-batches the sink committed, each once: Spark also reports a trigger
+            # that found nothing new, under the id the next micro-batch will have.
+            if row is None or not row[2] < batch_id <= row[3]:
                 return
-            serving, retired_at, _ = row
-            # A report without state operators ran no micro-batch (nothing new arrived):
-            # the state and the watermark are what the last one left.
+            serving, retired_at, _, _ = row
             cur.execute(
                 "UPDATE speed_deployments SET progress_batch_id = %s, "
                 "end_offsets = COALESCE(%s, end_offsets), state_rows = COALESCE(%s, state_rows), "
@@ -349,7 +368,7 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
                     json.dumps(ends) if ends is not None else None,
                     sum(op["numRowsTotal"] for op in operators) if operators else None,
                     sum(op.get("numRowsDroppedByWatermark", 0) for op in operators),
-                    None if watermark in (None, "1970-01-01T00:00:00.000Z") else watermark,
+                    None if watermark in (None, _NO_WATERMARK) else watermark,
                     deployment,
                 ),
             )
@@ -365,18 +384,24 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
 
 
 def _take_over(cur: cursor, deployment: str) -> None:
+    """``deployment`` serves from now on; every deployment started before it retires and
+    its rows go, in the caller's transaction. A newer one still catching up is left alone."""
     cur.execute(
-        "UPDATE speed_deployments SET serving = (deployment = %(d)s), "
-        "retired_at = CASE WHEN deployment = %(d)s THEN NULL "
-        "ELSE COALESCE(retired_at, now()) END",
+        "UPDATE speed_deployments SET serving = FALSE, retired_at = COALESCE(retired_at, now()) "
+        "WHERE deployment <> %(d)s AND started_at <= "
+        "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)",
         {"d": deployment},
     )
-    cur.execute("DELETE FROM speed_view WHERE deployment <> %s", (deployment,))
+    cur.execute("UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s", (deployment,))
+    cur.execute(
+        "DELETE FROM speed_view WHERE deployment IN "
+        "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
+    )
     logger.info("speed deployment %s caught up and now serves", deployment)
 
 
-# Per Spark session: which view queries' progress to record, and with which settings.
-_watched: dict[int, dict[str, Settings]] = {}
+# Per Spark application: which view queries' progress to record, and with which settings.
+_watched: dict[str, dict[str, Settings]] = {}
 _watched_lock = threading.Lock()
 
 
@@ -384,9 +409,10 @@ def _watch(spark: SparkSession, query: StreamingQuery, settings: Settings) -> No
     """Record every progress report of ``query`` (one listener per Spark session)."""
     from pyspark.sql.streaming import StreamingQueryListener
 
+    app = spark.sparkContext.applicationId
     with _watched_lock:
-        if id(spark) not in _watched:
-            watched = _watched[id(spark)] = {}
+        if app not in _watched:
+            watched = _watched[app] = {}
 
             class ProgressListener(StreamingQueryListener):
                 def onQueryStarted(self, event: Any) -> None:
@@ -408,7 +434,7 @@ def _watch(spark: SparkSession, query: StreamingQuery, settings: Settings) -> No
                     pass
 
             spark.streams.addListener(ProgressListener())
-        _watched[id(spark)][str(query.id)] = settings
+        _watched[app][str(query.id)] = settings
 
 
 def start_queries(
@@ -479,25 +505,29 @@ def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> 
 def _query_error(query: StreamingQuery) -> Exception | None:
     """The query's failure; a retired deployment's becomes the one-line error it is."""
     error = query.exception()
-    if error is not None and DeploymentRetired.__name__ in str(error):
-        message = str(error).split(f"{DeploymentRetired.__name__}: ", 1)[1].splitlines()[0]
-        return DeploymentRetired(message)
+    if error is None:
+        return None
+    for kind in (DeploymentRetired, CheckpointWithoutRows):
+        _, marker, message = str(error).partition(f"{kind.__name__}: ")
+        if marker:
+            return kind(message.splitlines()[0])
     return error
 
 
 def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None) -> None:
-    """Stop the queries and record the view query's last progress report.
+    """Stop the queries and record the view query's progress reports.
 
-    The listener receives reports asynchronously; recording the last one here means that
-    when this returns, ``speed_deployments`` (and a take-over) reflect everything processed.
+    The listener receives reports asynchronously; recording the recent ones here, in order,
+    means that when this returns, ``speed_deployments`` (and a take-over) reflect everything
+    processed, and a report the listener had not reached yet is not skipped.
     """
     settings = settings or get_settings()
     for query in queries:
         if query.isActive:
             query.stop()
-    last = queries[0].lastProgress
-    if last is not None and queries[0].exception() is None:
-        record_progress(settings, json.loads(last.json) if hasattr(last, "json") else last)
+    if queries[0].exception() is None:
+        for report in queries[0].recentProgress:
+            record_progress(settings, json.loads(report.json))
 
 
 def run_speed(

@@ -18,10 +18,14 @@ import contextlib
 import json
 from typing import Any
 
+import psycopg2
+from botocore.exceptions import BotoCoreError
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from lambda_demo import kafka_io, storage, warehouse
 from lambda_demo.batch.archiver import list_archived
+from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
 
 
@@ -48,8 +52,7 @@ def speed_figures(settings: Settings) -> dict[str, Any]:
     """
     frame = warehouse.fetch_frame(
         "SELECT d.deployment, d.end_offsets, d.state_rows, d.late_rows, d.watermark, "
-        "ARRAY(SELECT DISTINCT v.ingest_day FROM speed_view v "
-        "      WHERE v.deployment = d.deployment ORDER BY 1) AS days "
+        "ARRAY(SELECT DISTINCT ingest_day FROM speed_serving ORDER BY 1) AS days "
         "FROM speed_deployments d WHERE d.serving",
         settings=settings,
     )
@@ -69,6 +72,16 @@ def speed_figures(settings: Settings) -> dict[str, Any]:
 def status(settings: Settings | None = None) -> dict[str, Any]:
     """Every layer's figures as one JSON-ready dict (see the module docstring)."""
     settings = settings or get_settings()
+    try:
+        return _figures(settings)
+    except (psycopg2.OperationalError, KafkaError, BotoCoreError) as exc:
+        raise StackError(
+            f"A service of the stack does not answer ({type(exc).__name__}): start it with "
+            "`lambda-demo stack up` (`lambda-demo stack status` says which one is down)."
+        ) from exc
+
+
+def _figures(settings: Settings) -> dict[str, Any]:
     warehouse.ensure_schema(settings)
     tweets = topic_offsets(settings, settings.topic)
     dlq = topic_offsets(settings, settings.dlq_topic)
@@ -107,8 +120,9 @@ def status(settings: Settings | None = None) -> dict[str, Any]:
         },
         "speed": {
             **speed,
+            # Kafka is read first: a query still running may be ahead of `end` by now.
             "lag_records": sum(
-                end - max(begin, processed.get(partition, begin))
+                max(0, end - max(begin, processed.get(partition, begin)))
                 for partition, (begin, end) in tweets.items()
             ),
         },

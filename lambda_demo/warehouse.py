@@ -14,8 +14,9 @@ Tables:
   days >= D: the batch run that publishes D deletes the older days in the same transaction
 * ``speed_deployments`` - one row per speed query (checkpoint): its last micro-batch, its
   progress, and which one serving reads (see ``lambda_demo.speed``)
-* ``serving_view``    - a SQL view: batch (days < D) + the serving deployment's speed rows
-  (days >= D), in one snapshot
+* ``speed_serving``   - a SQL view: the speed rows serving reads (the serving deployment's,
+  days >= D)
+* ``serving_view``    - a SQL view: batch (days < D) + ``speed_serving``, in one snapshot
 """
 
 from __future__ import annotations
@@ -101,16 +102,19 @@ CREATE TABLE IF NOT EXISTS speed_deployments (
     started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     committed_at TIMESTAMPTZ
 );
+CREATE UNIQUE INDEX IF NOT EXISTS speed_deployments_one_serving
+    ON speed_deployments (serving) WHERE serving;
+CREATE OR REPLACE VIEW speed_serving AS
+SELECT v.*
+FROM speed_view v JOIN speed_deployments d ON d.deployment = v.deployment AND d.serving
+WHERE v.ingest_day >= COALESCE((SELECT cutoff_day FROM batch_meta), DATE '0001-01-01');
 CREATE OR REPLACE VIEW serving_view AS
 WITH meta AS (SELECT run_id, cutoff_day FROM batch_meta),
 merged AS (
     SELECT location, {", ".join(view.MEASURE_NAMES)}
     FROM batch_view WHERE run_id = (SELECT run_id FROM meta)
     UNION ALL
-    SELECT location, {", ".join(view.MEASURE_NAMES)}
-    FROM speed_view
-    WHERE deployment = (SELECT deployment FROM speed_deployments WHERE serving)
-      AND ingest_day >= COALESCE((SELECT cutoff_day FROM meta), DATE '0001-01-01')
+    SELECT location, {", ".join(view.MEASURE_NAMES)} FROM speed_serving
 )
 SELECT location, {view.sql_sum_of_measures()}
 FROM merged

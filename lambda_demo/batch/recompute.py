@@ -43,6 +43,14 @@ class CutoffMovedBack(LambdaDemoError):
     """A batch run asked for a cutoff before the one already published."""
 
 
+def moved_back_message(cutoff: date, current: date) -> str:
+    return (
+        f"The batch view already covers the days before {current} and the speed layer has "
+        f"forgotten them, so cutoff {cutoff} would leave days uncounted. Use a cutoff on or "
+        f"after {current}."
+    )
+
+
 @dataclass(frozen=True)
 class RecomputeResult:
     run_id: str
@@ -107,11 +115,7 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
             cur.execute("SELECT cutoff_day FROM batch_meta")
             current = cur.fetchone()
             if current is not None and cutoff < current[0]:
-                raise CutoffMovedBack(
-                    f"The batch view already covers the days before {current[0]} and the speed "
-                    f"layer has forgotten them, so cutoff {cutoff} would leave days uncounted. "
-                    f"Use a cutoff on or after {current[0]}."
-                )
+                raise CutoffMovedBack(moved_back_message(cutoff, current[0]))
             cur.execute("DELETE FROM batch_meta")
             cur.execute(
                 "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%s, %s)", (run_id, cutoff)

@@ -2,8 +2,8 @@
 
 The cutoff D splits the serving view: the batch view covers ingest days before D, the speed
 view days from D on. By default D is the day of the **pipeline clock**: the newest record's
-timestamp in each partition, and of those the earliest - the same rule as the speed layer's
-watermark, so one record stamped far ahead in one partition cannot move it. Not the wall
+timestamp in each partition, and of those the earliest, so that (as for the speed layer's
+watermark) one record stamped far ahead in one partition cannot move it. Not the wall
 clock: a replay of last year's tweets then cuts in last year, and a learner's laptop clock
 cannot move records between the two views.
 """
@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from lambda_demo import kafka_io, warehouse
+from lambda_demo import kafka_io, serving, warehouse
 from lambda_demo.batch import archiver, loader, recompute
 from lambda_demo.clock import from_millis
 from lambda_demo.contract import ingest_time
@@ -69,13 +69,19 @@ def run_batch(
 ) -> BatchSummary:
     """Archive Kafka to S3, load S3 into ``raw_tweets``, and recompute the batch view.
 
-    ``cutoff`` defaults to `pipeline_day`. Raises `BatchBusyError` if another run still holds
-    the lock after ``lock_wait_seconds``.
+    ``cutoff`` defaults to `pipeline_day`, or the published cutoff if that is later (a cutoff
+    never moves back: `recompute.CutoffMovedBack`, raised before any work for an explicit
+    one). Raises `BatchBusyError` if another run still holds the lock after
+    ``lock_wait_seconds``.
     """
     settings = settings or get_settings()
     warehouse.ensure_schema(settings)
     with batch_lock(settings, wait_seconds=lock_wait_seconds):
-        day = cutoff or pipeline_day(settings)
+        published = serving.batch_cutoff(settings)
+        current = date.fromisoformat(published) if published else None
+        if cutoff is not None and current is not None and cutoff < current:
+            raise recompute.CutoffMovedBack(recompute.moved_back_message(cutoff, current))
+        day = cutoff or max(pipeline_day(settings), current or date.min)
         archived = archiver.archive(settings, progress=progress)
         loaded = loader.load(settings, progress=progress)
         result = recompute.recompute(settings, cutoff=day)

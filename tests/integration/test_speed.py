@@ -19,7 +19,13 @@ from lambda_demo.batch.recompute import CutoffMovedBack
 from lambda_demo.batch.run import run_batch
 from lambda_demo.recovery import buggy_aggregates
 from lambda_demo.settings import Settings
-from lambda_demo.speed import DeploymentRetired, run_speed, start_queries, stop_queries
+from lambda_demo.speed import (
+    DeploymentRetired,
+    record_progress,
+    run_speed,
+    start_queries,
+    stop_queries,
+)
 from lambda_demo.status import status
 
 pytestmark = pytest.mark.integration
@@ -288,3 +294,50 @@ def test_a_redeployed_query_replaces_every_row_of_the_old_one(settings: Settings
         run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="buggy")
     run_speed(settings, once=True, checkpoint_name="fixed")
     assert as_dict(serving.serving_view(settings)) == expected_view(deliveries + more)
+
+
+def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, spark) -> None:
+    """The take-over rule on its own: registered and writing is not enough, caught up is."""
+    deliveries = _stream(8, 100)
+    produce(settings, deliveries)
+    run_speed(settings, once=True, checkpoint_name="old")
+    served = as_dict(serving.serving_view(settings))
+    assert served == expected_view(deliveries)
+
+    # A new deployment's first micro-batch: registered, rows written, not at the end yet.
+    conn = warehouse.connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO speed_deployments (deployment, checkpoint, batch_id) "
+            "VALUES ('new', 'cp/new', 0)"
+        )
+        cur.execute(
+            "INSERT INTO speed_view (deployment, ingest_day, location, tweet_count, "
+            "followers_sum, likes_sum, retweets_sum) VALUES ('new', %s, 'Elsewhere', 1, 1, 1, 1)",
+            (DAY0.date(),),
+        )
+    conn.close()
+
+    def report(batch_id: int, end: int, latest: int) -> dict:
+        offsets = {settings.topic: {"0": end}}
+        return {
+            "id": "new",
+            "batchId": batch_id,
+            "sources": [{"endOffset": offsets, "latestOffset": {settings.topic: {"0": latest}}}],
+            "stateOperators": [{"numRowsTotal": 1, "numRowsDroppedByWatermark": 0}],
+            "eventTime": {},
+        }
+
+    record_progress(settings, report(0, end=5, latest=9))
+    assert as_dict(serving.serving_view(settings)) == served  # still the old deployment
+
+    conn = warehouse.connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE speed_deployments SET batch_id = 1 WHERE deployment = 'new'")
+    conn.close()
+    record_progress(settings, report(1, end=9, latest=9))
+    assert as_dict(serving.serving_view(settings)) == {"Elsewhere": [1, 1, 1, 1]}
+    left = warehouse.fetch_frame("SELECT DISTINCT deployment FROM speed_view", settings=settings)[
+        "deployment"
+    ]
+    assert list(left) == ["new"]  # the old deployment's rows are gone with it

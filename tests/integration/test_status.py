@@ -116,6 +116,22 @@ def test_status_shows_the_hand_over_with_exact_figures(
     assert f"cutoff {d2.isoformat()}" in words
     assert "0 records behind" in words
 
+    # The cutoff never moves back: refused in words, before any work, and nothing changes.
+    back = subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", "batch", "--cutoff", d1.isoformat()],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert back.returncode == 2
+    assert back.stderr.startswith("error: The batch view already covers the days before")
+    assert len(back.stderr.strip().splitlines()) == 1
+    _cli(cli_env, "batch")  # the default cutoff is never earlier than the published one
+    after = json.loads(_cli(cli_env, "status", "--json").stdout)
+    assert after["batch"]["cutoff"] >= d2.isoformat()
+    assert after["serving"] == figures["serving"]
+
 
 def test_status_before_any_run_says_so(settings: Settings, cli_env: dict[str, str]) -> None:
     figures = json.loads(_cli(cli_env, "status", "--json").stdout)

@@ -62,6 +62,9 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
     )
+    # The web UI binds to SPARK_LOCAL_IP, or to every interface without it (the driver's own
+    # ports follow spark.driver.bindAddress above): the UI has no login, so loopback only.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if settings.spark_master.startswith("local"):
         # Python workers must run this interpreter, which has lambda_demo installed
         # (pyspark reads PYSPARK_PYTHON, defaulting to whatever `python3` is on the PATH).

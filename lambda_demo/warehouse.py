@@ -21,6 +21,7 @@ Tables:
 
 from __future__ import annotations
 
+import atexit
 import threading
 from typing import TYPE_CHECKING
 
@@ -163,6 +164,16 @@ def _reader(args: dict[str, object]) -> connection:
     while len(_readers) > _MAX_READERS:
         _readers.pop(next(iter(_readers))).close()
     return conn
+
+
+def close_readers() -> None:
+    """Close every pooled reader connection (at exit, and before ``stack down``)."""
+    with _readers_lock:
+        while _readers:
+            _readers.popitem()[1].close()
+
+
+atexit.register(close_readers)
 
 
 def _read(args: dict[str, object], query: sql.Composable | str, params: object) -> tuple:

@@ -21,10 +21,11 @@ from lambda_demo.stack import jvm
 from lambda_demo.stack.process import (
     free_port,
     log_tail,
-    pid_alive,
     port_open,
+    running,
     start_detached,
-    stop_pid,
+    started_at,
+    stop,
 )
 from lambda_demo.stack.services import SERVICES, Service
 
@@ -78,12 +79,13 @@ def _up(settings: Settings) -> list[ServiceStatus]:
         entry = state.setdefault(service.name, {})
         for port_key in service.ports:
             entry.setdefault(port_key, free_port())
-        if pid_alive(entry.get("pid")) and service.ready(entry):
+        ours = running(entry.get("pid"), entry.get("started"))
+        if ours and service.ready(entry):
             continue
-        if pid_alive(entry.get("pid")):
-            stop_pid(entry["pid"])  # alive but not answering: a stuck process
+        if ours:
+            _stop(service, entry)  # alive but not answering: a stuck process
         elif entry.get("pid"):
-            logger.warning("%s (pid %s) had died; restarting it", service.name, entry["pid"])
+            logger.warning("%s (pid %s) is not running; starting it", service.name, entry["pid"])
         taken = [entry[key] for key in service.ports if port_open(entry[key])]
         if taken:
             raise StackError(
@@ -98,6 +100,7 @@ def _up(settings: Settings) -> list[ServiceStatus]:
             cwd=home,
             preexec_fn=service.run_as(home),
         )
+        entry["started"] = started_at(entry["pid"])
         _save(settings, state)
         _wait_ready(settings, service, entry)
     _save(settings, state)
@@ -108,7 +111,7 @@ def _up(settings: Settings) -> list[ServiceStatus]:
 def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        if not pid_alive(entry["pid"]):
+        if not running(entry["pid"], entry["started"]):
             raise StackError(
                 f"{service.title} exited during start-up. Last lines of its log "
                 f"({settings.log_file(service.name)}):\n{log_tail(settings.log_file(service.name))}"
@@ -134,13 +137,21 @@ def _create_resources(settings: Settings) -> None:
 def down(settings: Settings | None = None) -> None:
     """Stop every service; data stays for the next ``up``."""
     settings = settings or get_settings()
+    from lambda_demo import warehouse
+
+    warehouse.close_readers()  # this process's own idle connections go first
     state = _load(settings)
     for service in reversed(SERVICES):
         entry = state.get(service.name, {})
-        stop_pid(entry.get("pid"))
-        entry["pid"] = None
+        _stop(service, entry)
+        entry["pid"] = entry["started"] = None
     if state:
         _save(settings, state)
+
+
+def _stop(service: Service, entry: dict) -> None:
+    """Stop the service's process, if it is still the one this stack started."""
+    stop(entry.get("pid"), entry.get("started"), sig=service.stop_signal)
 
 
 def reset(settings: Settings | None = None) -> None:
@@ -173,7 +184,7 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
             continue
         address = f"127.0.0.1:{entry['port']}"
         pid = entry.get("pid")
-        if not pid_alive(pid):
+        if not running(pid, entry.get("started")):
             taken = [
                 p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=None))
             ]

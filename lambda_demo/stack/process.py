@@ -1,4 +1,10 @@
-"""Small process helpers shared by the embedded services: ports, pids, detached starts."""
+"""Small process helpers shared by the embedded services: ports, processes, detached starts.
+
+A pid alone does not name a process: after a reboot (or simply after a while) the pid in
+``state.json`` may belong to another program. So each service is recorded with its
+**identity**, the pid together with the process's start time, and a process is only ever
+signalled when both still match.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 
 def free_port() -> int:
@@ -29,20 +37,28 @@ def port_open(port: int, *, timeout_seconds: float = 0.5) -> bool:
     return False
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
+def started_at(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch), or None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def running(pid: int | None, started: float | None) -> bool:
+    """True if process ``pid`` runs and is the one that started at ``started``.
+
+    A zombie (exited, not yet reaped by its parent) does not run for our purposes.
+    """
+    if not pid or started is None:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - started) < 0.01
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def start_detached(
@@ -69,21 +85,31 @@ def start_detached(
     return process.pid
 
 
-def stop_pid(pid: int | None, *, timeout_seconds: float = 30.0, sig: int = signal.SIGTERM) -> None:
-    """Ask a service to stop, and kill it if it has not stopped within the timeout."""
-    if not pid_alive(pid):
+def stop(
+    pid: int | None,
+    started: float | None,
+    *,
+    sig: int = signal.SIGTERM,
+    timeout_seconds: float = 30.0,
+) -> None:
+    """Ask our process to stop, and kill it if it has not stopped within the timeout.
+
+    Does nothing unless ``pid`` is still the process that started at ``started``.
+    """
+    if not running(pid, started):
         return
     assert pid is not None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
         _reap(pid)
+        if not running(pid, started):
+            return
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if running(pid, started):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _reap(pid: int) -> None:

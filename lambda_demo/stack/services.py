@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import os
 import secrets
+import signal
 import subprocess
 import uuid
 import warnings
@@ -38,6 +39,8 @@ class Service:
     command: Callable[[Path, dict], list[str]]
     ready: Callable[[dict], bool]
     run_as: Callable[[Path], Callable[[], None] | None] = lambda _home: None
+    stop_signal: signal.Signals = signal.SIGTERM
+    """What ``stack down`` sends first (Kafka and S3Proxy shut down cleanly on SIGTERM)."""
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -331,5 +334,9 @@ SERVICES: tuple[Service, ...] = (
         command=_pg_command,
         ready=_pg_ready,
         run_as=_pg_run_as,
+        # Fast shutdown: SIGTERM is PostgreSQL's "smart" mode, which waits for every client
+        # to disconnect (a notebook's idle connection kept `stack down` waiting 30 s).
+        # SIGINT rolls back open transactions, closes the sessions and checkpoints cleanly.
+        stop_signal=signal.SIGINT,
     ),
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,33 @@ def test_compose_passwords_come_from_the_environment() -> None:
         if re.match(r"\s*LAMBDA_DEMO_\w*(PASSWORD|SECRET)\w*=", line):
             value = line.split("=", 1)[1].strip()
             assert value in ("", "change-me") or "change" in value.lower(), line
+
+
+_SPARK_LISTENERS = """
+import json, psutil
+from lambda_demo.spark import get_spark
+spark = get_spark()
+found = []
+for process in psutil.Process().children(recursive=True):
+    for conn in process.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN:
+            found.append([conn.laddr.ip, conn.laddr.port])
+print(json.dumps({"ui": spark.sparkContext.uiWebUrl, "listening": found}))
+"""
+
+
+def test_spark_listens_on_loopback_only_with_its_ui_enabled(stack_home: Path) -> None:
+    """The driver, its block manager and the web UI (no login) are reachable from this
+    machine only, also outside CI where the UI is on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "SPARK_LOCAL_IP")}
+    env["LAMBDA_DEMO_HOME"] = str(stack_home)
+    done = subprocess.run(
+        [sys.executable, "-c", _SPARK_LISTENERS], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["ui"], "the UI was not enabled: the test would prove nothing"
+    ui_port = int(report["ui"].rsplit(":", 1)[1])
+    assert ui_port in {port for _ip, port in report["listening"]}
+    assert {ip for ip, _port in report["listening"]} == {"127.0.0.1"}, report

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import new_home
 from kafka import TopicPartition
@@ -142,3 +147,40 @@ def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None
     assert statuses["kafka"].up and statuses["postgres"].up
     assert not statuses["s3"].up and "died" in (statuses["s3"].problem or "")
     shutil.rmtree(home)
+
+
+def test_stack_signals_only_the_processes_it_started() -> None:
+    """A pid in state.json that now belongs to another program survives up, down and reset,
+    and `stack down` with a client still connected to PostgreSQL returns in seconds."""
+    home = new_home()
+    settings = Settings(home=home)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        started = psutil.Process(stranger.pid).create_time()
+        # What a stack left behind before a reboot: its pids now belong to someone else.
+        state = {
+            "kafka": {"pid": stranger.pid, "started": started - 3600.0},  # an older process
+            "s3": {"pid": stranger.pid},  # written before identities were recorded
+        }
+        settings.state_file.parent.mkdir(parents=True)
+        settings.state_file.write_text(json.dumps(state))
+        stack.down(settings)
+        assert stranger.poll() is None, "stack down signalled a process it did not start"
+
+        statuses = stack.up(settings)
+        assert stranger.poll() is None, "stack up signalled a process it did not start"
+        assert all(s.up for s in statuses), statuses
+
+        client = warehouse.connect(settings)  # an idle client, as a notebook keeps one
+        begun = time.monotonic()
+        stack.down(settings)
+        seconds = time.monotonic() - begun
+        assert seconds < 10, f"stack down took {seconds:.1f} s with a client connected"
+        assert not any(s.up for s in stack.status(settings))
+        client.close()
+        assert stranger.poll() is None
+    finally:
+        stack.reset(settings)
+        assert stranger.poll() is None, "stack reset signalled a process it did not start"
+        stranger.kill()
+        stranger.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -163,4 +164,12 @@ def test_spark_listens_on_loopback_only_with_its_ui_enabled(stack_home: Path) ->
     assert report["ui"], "the UI was not enabled: the test would prove nothing"
     ui_port = int(report["ui"].rsplit(":", 1)[1])
     assert ui_port in {port for _ip, port in report["listening"]}
-    assert {ip for ip, _port in report["listening"]} == {"127.0.0.1"}, report
+    exposed = [(ip, port) for ip, port in report["listening"] if not _loopback(ip)]
+    assert exposed == [], report
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.1, ::1, or the IPv4 loopback as an IPv6-mapped address (Java's usual form)."""
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+from kafka import TopicPartition
 
 from lambda_demo import kafka_io
 from lambda_demo.contract import FlatTweet
@@ -52,6 +55,16 @@ def produce(settings: Settings, deliveries: list[Delivery]) -> None:
         producer.send(settings.topic, key=key, value=d.value, timestamp_ms=ms)
     producer.flush()
     producer.close()
+
+
+def all_records(settings: Settings, topic: str) -> list:
+    """Every record of ``topic``, read with a plain consumer (independent of the layers)."""
+    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
+    with contextlib.closing(consumer):
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        return list(consumer)
 
 
 def expected_by_day(deliveries: list[Delivery]) -> dict[tuple[date, str], list[int]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
@@ -13,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from helpers import all_records
 from kafka import TopicPartition
 
 from lambda_demo import kafka_io
@@ -20,15 +20,6 @@ from lambda_demo.replay import SAMPLE_FILE, replay
 from lambda_demo.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-def _all_records(settings: Settings, topic: str) -> list:
-    consumer = kafka_io.consumer(settings, consumer_timeout_ms=3000)
-    with contextlib.closing(consumer):
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        return list(consumer)
 
 
 def _expected(lines: list[bytes]) -> tuple[dict[int, int], set[int]]:
@@ -80,7 +71,7 @@ def test_replay_splits_valid_and_invalid_with_ingest_times(
         "produced": len(valid),
         "dead_lettered": len(invalid),
     }
-    tweets = _all_records(settings, settings.topic)
+    tweets = all_records(settings, settings.topic)
     got = {int(dict(r.headers)["replay-line"]): r for r in tweets}
     assert len(got) == len(tweets), "a line was delivered twice"
     assert set(got) == set(valid)
@@ -89,7 +80,7 @@ def test_replay_splits_valid_and_invalid_with_ingest_times(
         assert record.key == json.loads(sample_lines[n])["data"]["id"].encode()
         assert json.loads(record.value)["v"] == 1
 
-    dlq = _all_records(settings, settings.dlq_topic)
+    dlq = all_records(settings, settings.dlq_topic)
     dead = {int(dict(r.headers)["replay-line"]): r for r in dlq}
     assert set(dead) == invalid
     for n, record in dead.items():
@@ -120,11 +111,11 @@ def test_interrupted_replay_resumes_without_duplicates(
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    partial = len(_all_records(settings, settings.topic))
+    partial = len(all_records(settings, settings.topic))
     assert partial > 0
 
     counts = replay(settings=settings, progress=False)
-    tweets = _all_records(settings, settings.topic)
+    tweets = all_records(settings, settings.topic)
     lines = [int(dict(r.headers)["replay-line"]) for r in tweets]
     assert len(lines) == len(set(lines)), "resumed replay duplicated records"
     valid = counts.produced + partial

@@ -8,7 +8,6 @@ package's own layers.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
+from helpers import all_records
 
-from lambda_demo import kafka_io
 from lambda_demo.clock import from_millis
 from lambda_demo.settings import Settings
 
@@ -38,15 +36,6 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _records(settings: Settings, topic: str) -> list:
-    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
-    with contextlib.closing(consumer):
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        return list(consumer)
-
-
 def test_status_shows_the_hand_over_with_exact_figures(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -57,7 +46,7 @@ def test_status_shows_the_hand_over_with_exact_figures(
 
     # The truth, from the topic itself: first delivery of each tweet id wins.
     deliveries = sorted(
-        _records(settings, settings.topic), key=lambda r: (r.timestamp, r.partition, r.offset)
+        all_records(settings, settings.topic), key=lambda r: (r.timestamp, r.partition, r.offset)
     )
     first: dict[str, tuple[date, dict]] = {}
     for record in deliveries:
@@ -76,7 +65,7 @@ def test_status_shows_the_hand_over_with_exact_figures(
     before_d2 = [v for day, v in first.values() if day < d2]
     assert figures["kafka"] == {
         "records": len(deliveries),
-        "dead_lettered": len(_records(settings, settings.dlq_topic)),
+        "dead_lettered": len(all_records(settings, settings.dlq_topic)),
     }
     assert figures["kafka"]["records"] == replayed["produced"]
     assert figures["kafka"]["dead_lettered"] == replayed["dead_lettered"]

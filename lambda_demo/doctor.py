@@ -154,7 +154,7 @@ def runtime_cache_check(title: str, missing: list[str] | None) -> Verdict:
     if missing:
         return _red(
             name,
-            f"{len(missing)} jars gone from the Maven repository (first: {missing[0]})",
+            f"{len(missing)} jars gone from the Ivy cache (first: {missing[0]})",
             PREFETCH_FIX,
         )
     return _green(name, "all jars present")

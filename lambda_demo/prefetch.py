@@ -3,10 +3,11 @@
 A workshop room's Wi-Fi is the worst place to fetch a few hundred MB of jars. Run this at
 home, days before: afterwards the tutorial runs with the network unplugged, because
 
-* the Kafka and S3Proxy classpaths are resolved by Maven into ``~/.m2`` and recorded under
-  ``~/.cache/lambda-demo/jvm`` (`lambda_demo.stack.jvm.classpath` then never calls Maven);
-* Spark's Kafka connector is resolved by Spark's Ivy into ``~/.cache/lambda-demo/ivy``; for a
-  fixed version Ivy answers from that cache without touching the network;
+* the Kafka and S3Proxy classpaths are resolved by the Ivy inside pyspark into
+  ``~/.cache/lambda-demo/ivy`` and recorded under ``~/.cache/lambda-demo/jvm``
+  (`lambda_demo.stack.jvm.classpath` then never runs Ivy again);
+* Spark's Kafka connector is resolved by Spark's Ivy into the same cache; for a fixed version
+  Ivy answers from it without touching the network;
 * the sample data ships in the repository and PostgreSQL's binaries in the ``pgserver``
   wheel, so they are only verified here.
 
@@ -56,7 +57,7 @@ def classpath_file(name: str) -> Path:
 
 
 def missing_jars(name: str) -> list[str] | None:
-    """The jars of runtime ``name`` that are gone from ``~/.m2``; None if never resolved."""
+    """The jars of runtime ``name`` that are gone from the Ivy cache; None if never resolved."""
     cp_file = classpath_file(name)
     if not cp_file.exists():
         return None
@@ -119,7 +120,7 @@ def _runtime(name: str) -> Fetched:
     action = "cached" if missing_jars(name) == [] else "fetched"
     jars = jvm.classpath(name).split(os.pathsep)
     return Fetched(
-        RUNTIME_TITLES[name], action, f"{len(jars)} jars, {megabytes(jars):.0f} MB (Maven)"
+        RUNTIME_TITLES[name], action, f"{len(jars)} jars, {megabytes(jars):.0f} MB (Ivy)"
     )
 
 

@@ -1,9 +1,12 @@
-"""Java checks and JVM artifacts resolved from Maven Central with Maven itself.
+"""Java checks and JVM artifacts resolved from Maven Central with the Ivy that pyspark ships.
 
-The Kafka broker and S3Proxy are ordinary Maven artifacts. Rather than downloading release
-tarballs, we let Maven resolve each one with its dependencies into the local repository
-(``~/.m2``) and build a classpath file, cached under ``~/.cache/lambda-demo/jvm``. The second
-start needs no network at all.
+The Kafka broker and S3Proxy are ordinary Maven Central artifacts. Rather than downloading
+release tarballs, or asking learners to install Maven, we let Apache Ivy (the resolver Spark
+itself uses for ``spark.jars.packages``, shipped inside pyspark as ``jars/ivy-*.jar``) resolve
+each one with its dependencies. One resolver and one cache, ``~/.cache/lambda-demo/ivy``,
+serve every JVM artifact of the tutorial, Spark's Kafka connector included; the classpath of
+each runtime is recorded under ``~/.cache/lambda-demo/jvm``, so the second start needs no
+network at all.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ ARTIFACTS: dict[str, list[str]] = {
     "kafka": [
         f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
         f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}",
-        # Kafka logs through SLF4J 2; pin the API so Maven does not pick a 1.7 jar from a
+        # Kafka logs through SLF4J 2; pin the API so resolution does not pick a 1.7 jar from a
         # transitive dependency, and bind it to Log4j 2 (configured by stack/log4j2.properties).
         "org.slf4j:slf4j-api:2.0.17",
         "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3",
@@ -39,13 +42,14 @@ ARTIFACTS: dict[str, list[str]] = {
 
 CACHE_DIR = Path(os.environ.get("LAMBDA_DEMO_CACHE", Path.home() / ".cache" / "lambda-demo"))
 
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>lambda-demo</groupId><artifactId>{name}-runtime</artifactId><version>1</version>
+IVY_SETTINGS = Path(__file__).resolve().parent / "ivysettings.xml"
+
+_IVY_MODULE = """<ivy-module version="2.0">
+  <info organisation="lambda-demo" module="{name}-runtime"/>
   <dependencies>
 {deps}
   </dependencies>
-</project>
+</ivy-module>
 """
 
 
@@ -82,31 +86,47 @@ def classpath(name: str) -> str:
         cp = cp_file.read_text().strip()
         if all(Path(jar).exists() for jar in cp.split(os.pathsep)):
             return cp
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(
-            f"Maven is needed once to fetch the {name} jars: install it "
-            "(conda: included in environment.yml; Debian: `apt install maven`)."
-        )
     workdir.mkdir(parents=True, exist_ok=True)
     deps = "\n".join(_dependency_xml(c) for c in coordinates)
-    (workdir / "pom.xml").write_text(_POM.format(name=name, deps=deps))
-    logger.info("resolving %s jars with Maven (first run only)", name)
+    (workdir / "ivy.xml").write_text(_IVY_MODULE.format(name=name, deps=deps))
+    logger.info("resolving %s jars with Ivy (first run only)", name)
+    java_version()
     result = subprocess.run(
-        [mvn, "-q", "-B", "dependency:build-classpath", f"-Dmdep.outputFile={cp_file}"],
+        [
+            "java",
+            "-jar",
+            str(ivy_jar()),
+            "-settings",
+            str(IVY_SETTINGS),
+            "-cache",
+            str(CACHE_DIR / "ivy" / "cache"),
+            "-ivy",
+            str(workdir / "ivy.xml"),
+            "-confs",
+            "default",
+            "-cachepath",
+            str(cp_file),
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
     )
     if result.returncode != 0 or not cp_file.exists():
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-        raise StackError(f"Maven could not resolve the {name} jars:\n{tail}")
+        raise StackError(f"Ivy could not resolve the {name} jars:\n{tail}")
     return cp_file.read_text().strip()
+
+
+def ivy_jar() -> Path:
+    """The Ivy jar inside the installed pyspark (the one Spark resolves its packages with)."""
+    import pyspark
+
+    found = sorted((Path(pyspark.__file__).parent / "jars").glob("ivy-*.jar"))
+    if not found:
+        raise StackError("pyspark's jars/ivy-*.jar is missing: reinstall pyspark (`make env`).")
+    return found[-1]
 
 
 def _dependency_xml(coordinate: str) -> str:
     group, artifact, version = coordinate.split(":")
-    return (
-        f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
-        f"<version>{version}</version></dependency>"
-    )
+    return f'    <dependency org="{group}" name="{artifact}" rev="{version}" conf="default"/>'

@@ -1,10 +1,11 @@
 """After `lambda-demo prefetch`, the whole demo runs with package downloads blocked.
 
 This is the workshop's offline promise: a participant prefetches at home, and in the room
-nothing is downloaded. Every JVM that could download something (Maven, Spark's Ivy, Kafka,
-S3Proxy) gets an HTTP(S) proxy on a closed port through ``JAVA_TOOL_OPTIONS``, so any
-download fails at once instead of silently succeeding; Maven is also told to work offline,
-and pip to use no index. The demo runs in a fresh ``LAMBDA_DEMO_HOME``, so nothing is
+nothing is downloaded. Every JVM that could download something (Ivy, for Spark's connector
+and for the Kafka and S3Proxy jars; Kafka; S3Proxy) gets an HTTP(S) proxy on a closed port
+through ``JAVA_TOOL_OPTIONS``, so any download fails at once instead of silently succeeding;
+pip is told to use no index, and ``mvn`` is not on the PATH, so nothing can call it. The
+demo runs in a fresh ``LAMBDA_DEMO_HOME``, so nothing is
 reused but the caches that prefetch fills.
 """
 
@@ -38,6 +39,11 @@ def _cli(*args: str, env: dict[str, str], cwd: Path, timeout: float) -> subproce
     )
 
 
+def _without_maven(path: str) -> str:
+    """The PATH minus every directory that holds an ``mvn``: the tutorial must not need it."""
+    return os.pathsep.join(d for d in path.split(os.pathsep) if not (Path(d) / "mvn").exists())
+
+
 def offline_env(home: Path) -> dict[str, str]:
     """The environment of a participant whose machine cannot download anything."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_DEMO_")}
@@ -45,9 +51,8 @@ def offline_env(home: Path) -> dict[str, str]:
         LAMBDA_DEMO_HOME=str(home),
         CI="1",  # no Spark UI port
         JAVA_TOOL_OPTIONS=_CLOSED_PROXY,
-        MAVEN_OPTS=_CLOSED_PROXY,
-        MAVEN_ARGS="-o",  # Maven 3.9+: offline mode
         PIP_NO_INDEX="1",
+        PATH=_without_maven(os.environ["PATH"]),
     )
     return env
 

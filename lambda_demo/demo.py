@@ -125,7 +125,13 @@ def run_demo(
         if now is None:
             return
         if covered is None:
-            covered = now.astimezone(UTC).date()  # the replay's first day: nothing to absorb
+            # The replay's first day has nothing to absorb yet, nor has any day before a
+            # cutoff already published (a re-run: a cutoff never moves back).
+            published = serving.batch_cutoff(settings)
+            covered = max(
+                now.astimezone(UTC).date(),
+                date.fromisoformat(published) if published else date.min,
+            )
             return
         day = (now - BATCH_GRACE).astimezone(UTC).date()
         if day > covered:

@@ -10,16 +10,16 @@ and the unit tests can exercise each one without a running stack.
 from __future__ import annotations
 
 import contextlib
-import os
+import ipaddress
 import shutil
 from pathlib import Path
+
+import psutil
 
 from lambda_demo.errors import JavaMissingError
 
 MIN_FREE_BYTES = 500 * 1024 * 1024
 """Below this much free space under ``LAMBDA_DEMO_HOME``, Kafka and PostgreSQL may stop."""
-
-_TCP_LISTEN = "0A"
 
 
 def java_problem() -> str | None:
@@ -55,71 +55,51 @@ def disk_problem(home: Path, *, min_free_bytes: int = MIN_FREE_BYTES) -> str | N
 def listener_pids(port: int) -> list[int]:
     """Pids of the processes with a socket listening on TCP ``port`` (any address), if visible.
 
-    Reads ``/proc/net/tcp{,6}`` for the listening socket's inode, then finds which process
-    holds that inode among its file descriptors. Other users' processes may be invisible
-    (no permission): the result is then empty even though the port is taken.
+    Other users' processes may be invisible (no permission): the result is then empty even
+    though the port is taken.
     """
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return []
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (entry / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:[") and target[8:-1] in inodes:
-                        pids.append(int(entry.name))
-                        break
-    return sorted(pids)
+    return sorted({pid for _address, pid in _listeners(port) if pid is not None})
 
 
 def listening_addresses(port: int) -> list[str]:
-    """The local addresses (``"127.0.0.1"``, ``"0.0.0.0"``, ``"::"``...) listening on ``port``."""
-    return sorted({address for address, _inode in _listeners(port)})
+    """The local addresses (``"127.0.0.1"``, ``"0.0.0.0"``, ``"::"``...) listening on ``port``.
+
+    An IPv4 address that a dual-stack socket reports in its IPv6-mapped form
+    (``::ffff:127.0.0.1``, as Java does) is given in its IPv4 form.
+    """
+    return sorted({address for address, _pid in _listeners(port)})
 
 
-def _listening_inodes(port: int) -> set[str]:
-    return {inode for _address, inode in _listeners(port)}
+def _listeners(port: int) -> list[tuple[str, int | None]]:
+    """(address, pid) of every listening TCP socket on ``port``, through psutil: the same
+    answer on Linux and macOS. Where the system-wide table needs privileges (macOS), each
+    process this user may inspect is asked instead."""
+    try:
+        sockets = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        sockets = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                sockets += [c._replace(pid=process.pid) for c in process.net_connections("tcp")]
+    return [
+        (_plain(c.laddr.ip), c.pid)
+        for c in sockets
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+    ]
 
 
-def _listeners(port: int) -> list[tuple[str, str]]:
-    found = []
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) < 10 or fields[3] != _TCP_LISTEN:
-                    continue
-                address_hex, port_hex = fields[1].split(":")
-                if int(port_hex, 16) == port and len(address_hex) == width:
-                    found.append((_address(address_hex), fields[9]))
-    return found
-
-
-def _address(hex_address: str) -> str:
-    """Decode /proc/net/tcp's little-endian-per-word hex address."""
-    raw = bytes.fromhex(hex_address)
-    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
-    data = b"".join(words)
-    if len(data) == 4:
-        return ".".join(str(b) for b in data)
-    if data[:12] == b"\x00" * 10 + b"\xff\xff":
-        return ".".join(str(b) for b in data[12:])
-    import ipaddress
-
-    return str(ipaddress.IPv6Address(data))
+def _plain(ip: str) -> str:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 def process_name(pid: int) -> str:
     """A short description of a process: its command line, cut to 80 characters."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        command = " ".join(psutil.Process(pid).cmdline()).strip() or f"pid {pid}"
+    except psutil.Error:
         return f"pid {pid}"
-    command = raw.replace(b"\x00", b" ").decode(errors="replace").strip() or f"pid {pid}"
     return command if len(command) <= 80 else command[:77] + "..."
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from lambda_demo import prefetch
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.stack.jvm import java_major
@@ -32,6 +34,7 @@ from lambda_demo.stack.jvm import java_major
 GB = 1024**3
 MIN_PYTHON = (3, 11)
 MIN_JAVA = 17
+MAX_JAVA = 21  # the newest Java that Spark 4 and Kafka 4 support
 MIN_MEMORY_BYTES = 4 * GB
 MIN_DISK_BYTES = 2 * GB
 PREFETCH_FIX = "run `lambda-demo prefetch` while online (it downloads once, into the caches)."
@@ -96,6 +99,12 @@ def java_check(major: int | None) -> Verdict:
         return _red("Java", "no `java` on the PATH (need 17+)", install)
     if major < MIN_JAVA:
         return _red("Java", f"Java {major} (need 17+)", install)
+    if major > MAX_JAVA:
+        return _red(
+            "Java",
+            f"Java {major}: Spark 4 and Kafka 4 are supported on Java 17 and 21",
+            "install OpenJDK 21 or 17 and put it first on the PATH (or set JAVA_HOME to it).",
+        )
     return _green("Java", f"Java {major}")
 
 
@@ -188,13 +197,9 @@ def blocked(name: str, reds: list[str]) -> Verdict:
 
 
 def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else free pages (other Unixes), else None."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Memory available to new processes without swapping (psutil: Linux, macOS, WSL2)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        return psutil.virtual_memory().available
     return None
 
 

@@ -39,6 +39,21 @@ def test_java_versions(major: int | None, ok: bool) -> None:
         )
 
 
+@pytest.mark.parametrize("major", [22, 25])
+def test_a_java_newer_than_spark_supports_names_the_fix(major: int) -> None:
+    verdict = doctor.java_check(major)
+    assert not verdict.ok
+    assert f"Java {major}" in verdict.detail and "17 and 21" in verdict.detail
+    assert "OpenJDK 21 or 17" in verdict.fix
+
+
+def test_available_memory_is_a_plausible_number_of_bytes() -> None:
+    with open("/proc/meminfo") as meminfo:  # the Linux figure, read independently
+        total = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+    available = doctor.available_memory()
+    assert available is not None and 0 < available <= total * 1024
+
+
 def test_memory_threshold_is_four_gigabytes() -> None:
     assert doctor.memory_check(4 * GB).ok
     low = doctor.memory_check(int(2.5 * GB))

@@ -30,7 +30,7 @@ test: lint  ## lint, then unit + integration tests and every notebook under nbma
 
 smoke: env  ## one short loop in a throw-away home: stack, replay, speed, batch, check (CI: Python 3.13)
 	SMOKE_HOME=$$(mktemp -d) && export LAMBDA_DEMO_HOME=$$SMOKE_HOME && \
-	trap '$(BIN)/lambda-demo stack reset >/dev/null' EXIT && \
+	trap '$(BIN)/lambda-demo stack reset >/dev/null' EXIT INT TERM && \
 	$(BIN)/lambda-demo sample generate --tweets 2000 --days 2 --seed 7 --out $$SMOKE_HOME/smoke.jsonl.gz && \
 	$(BIN)/lambda-demo stack up && \
 	$(BIN)/lambda-demo replay --file $$SMOKE_HOME/smoke.jsonl.gz && \

@@ -74,18 +74,18 @@ def _listeners(port: int) -> list[tuple[str, int | None]]:
     """(address, pid) of every listening TCP socket on ``port``, through psutil: the same
     answer on Linux and macOS. Where the system-wide table needs privileges (macOS), each
     process this user may inspect is asked instead."""
+    found: list[tuple[str, int | None]] = []
     try:
-        sockets = psutil.net_connections(kind="tcp")
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+                found.append((_plain(c.laddr.ip), c.pid))
     except psutil.AccessDenied:
-        sockets = []
         for process in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                sockets += [c._replace(pid=process.pid) for c in process.net_connections("tcp")]
-    return [
-        (_plain(c.laddr.ip), c.pid)
-        for c in sockets
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-    ]
+                for c in process.net_connections(kind="tcp"):
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+                        found.append((_plain(c.laddr.ip), process.pid))
+    return found
 
 
 def _plain(ip: str) -> str:

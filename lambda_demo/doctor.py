@@ -34,7 +34,7 @@ from lambda_demo.stack.jvm import java_major
 GB = 1024**3
 MIN_PYTHON = (3, 11)
 MIN_JAVA = 17
-MAX_JAVA = 21  # the newest Java that Spark 4 and Kafka 4 support
+MAX_JAVA = 21  # the newest Java Spark 4 supports
 MIN_MEMORY_BYTES = 4 * GB
 MIN_DISK_BYTES = 2 * GB
 PREFETCH_FIX = "run `lambda-demo prefetch` while online (it downloads once, into the caches)."
@@ -102,7 +102,7 @@ def java_check(major: int | None) -> Verdict:
     if major > MAX_JAVA:
         return _red(
             "Java",
-            f"Java {major}: Spark 4 and Kafka 4 are supported on Java 17 and 21",
+            f"Java {major}: Spark 4 supports Java 17 and 21",
             "install OpenJDK 21 or 17 and put it first on the PATH (or set JAVA_HOME to it).",
         )
     return _green("Java", f"Java {major}")

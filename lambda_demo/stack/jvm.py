@@ -84,7 +84,7 @@ def classpath(name: str) -> str:
     cp_file = workdir / "classpath.txt"
     if cp_file.exists():
         cp = cp_file.read_text().strip()
-        if all(Path(jar).exists() for jar in cp.split(os.pathsep)):
+        if cp and all(Path(jar).exists() for jar in cp.split(os.pathsep)):
             return cp
     workdir.mkdir(parents=True, exist_ok=True)
     deps = "\n".join(_dependency_xml(c) for c in coordinates)
@@ -105,15 +105,16 @@ def classpath(name: str) -> str:
             "-confs",
             "default",
             "-cachepath",
-            str(cp_file),
+            str(partial := cp_file.with_suffix(".partial")),
         ],
         cwd=workdir,
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0 or not cp_file.exists():
+    if result.returncode != 0 or not partial.exists() or not partial.read_text().strip():
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise StackError(f"Ivy could not resolve the {name} jars:\n{tail}")
+    partial.replace(cp_file)  # only a complete classpath is ever trusted
     return cp_file.read_text().strip()
 
 

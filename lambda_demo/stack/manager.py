@@ -19,6 +19,7 @@ from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.stack import jvm
 from lambda_demo.stack.process import (
+    adopt,
     free_port,
     log_tail,
     port_open,
@@ -45,9 +46,13 @@ class ServiceStatus:
 
 
 def _load(settings: Settings) -> dict:
-    if settings.state_file.exists():
-        return json.loads(settings.state_file.read_text())
-    return {}
+    if not settings.state_file.exists():
+        return {}
+    state = json.loads(settings.state_file.read_text())
+    for entry in state.values():
+        if entry.get("pid") and "started" not in entry:
+            entry["started"] = adopt(entry["pid"], settings.home.resolve())
+    return state
 
 
 def _save(settings: Settings, state: dict) -> None:

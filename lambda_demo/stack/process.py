@@ -45,6 +45,23 @@ def started_at(pid: int) -> float | None:
         return None
 
 
+def adopt(pid: int | None, home: Path) -> float | None:
+    """The start time of ``pid`` if it is a service of the stack in ``home``, else None.
+
+    For a ``state.json`` written before start times were recorded: a process whose command
+    line names the stack's home directory is taken for the service it was recorded as.
+    """
+    if not pid:
+        return None
+    try:
+        process = psutil.Process(pid)
+        if str(home) in " ".join(process.cmdline()):
+            return process.create_time()
+    except psutil.Error:
+        pass
+    return None
+
+
 def running(pid: int | None, started: float | None) -> bool:
     """True if process ``pid`` runs and is the one that started at ``started``.
 
@@ -56,7 +73,9 @@ def running(pid: int | None, started: float | None) -> bool:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return abs(process.create_time() - started) < 0.01
+        # Within 2 s: Linux derives start times from the boot time, which moves slightly when
+        # the clock is stepped (NTP, a laptop or WSL2 waking up); a reused pid starts later.
+        return abs(process.create_time() - started) < 2.0
     except psutil.Error:
         return False
 

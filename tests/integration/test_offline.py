@@ -4,8 +4,8 @@ This is the workshop's offline promise: a participant prefetches at home, and in
 nothing is downloaded. Every JVM that could download something (Ivy, for Spark's connector
 and for the Kafka and S3Proxy jars; Kafka; S3Proxy) gets an HTTP(S) proxy on a closed port
 through ``JAVA_TOOL_OPTIONS``, so any download fails at once instead of silently succeeding;
-pip is told to use no index, and ``mvn`` is not on the PATH, so nothing can call it. The
-demo runs in a fresh ``LAMBDA_DEMO_HOME``, so nothing is
+pip is told to use no index, and the ``mvn`` first on the PATH is a stub that records being
+called and fails. The demo runs in a fresh ``LAMBDA_DEMO_HOME``, so nothing is
 reused but the caches that prefetch fills.
 """
 
@@ -39,9 +39,12 @@ def _cli(*args: str, env: dict[str, str], cwd: Path, timeout: float) -> subproce
     )
 
 
-def _without_maven(path: str) -> str:
-    """The PATH minus every directory that holds an ``mvn``: the tutorial must not need it."""
-    return os.pathsep.join(d for d in path.split(os.pathsep) if not (Path(d) / "mvn").exists())
+def _maven_stub(folder: Path) -> Path:
+    """A folder whose ``mvn`` writes ``mvn-was-called`` next to itself and fails."""
+    stub = folder / "mvn"
+    stub.write_text(f'#!/bin/sh\ntouch "{folder}/mvn-was-called"\nexit 1\n')
+    stub.chmod(0o755)
+    return folder
 
 
 def offline_env(home: Path) -> dict[str, str]:
@@ -52,7 +55,7 @@ def offline_env(home: Path) -> dict[str, str]:
         CI="1",  # no Spark UI port
         JAVA_TOOL_OPTIONS=_CLOSED_PROXY,
         PIP_NO_INDEX="1",
-        PATH=_without_maven(os.environ["PATH"]),
+        PATH=f"{_maven_stub(home)}{os.pathsep}{os.environ['PATH']}",
     )
     return env
 
@@ -70,6 +73,7 @@ def test_demo_runs_offline_after_prefetch() -> None:
         output = demo.stdout + demo.stderr
         assert demo.returncode == 0, output[-4000:]
         assert "check: OK" in demo.stdout, output[-4000:]
+        assert not (home / "mvn-was-called").exists(), "the tutorial called Maven"
         # The proxy really was in force: every JVM announced it, in its own log.
         for jvm in ("kafka", "s3", "spark"):
             log = (home / "logs" / f"{jvm}.log").read_text(errors="replace")

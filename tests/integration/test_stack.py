@@ -150,8 +150,9 @@ def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None
 
 
 def test_stack_signals_only_the_processes_it_started() -> None:
-    """A pid in state.json that now belongs to another program survives up, down and reset,
-    and `stack down` with a client still connected to PostgreSQL returns in seconds."""
+    """A pid in state.json that now belongs to another program survives up, down and reset;
+    services recorded without a start time are recognised by their command line; and
+    `stack down` with a client still connected to PostgreSQL returns in seconds."""
     home = new_home()
     settings = Settings(home=home)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -170,6 +171,13 @@ def test_stack_signals_only_the_processes_it_started() -> None:
         statuses = stack.up(settings)
         assert stranger.poll() is None, "stack up signalled a process it did not start"
         assert all(s.up for s in statuses), statuses
+
+        # A state.json from before start times were recorded: processes whose command lines
+        # name this stack's home are adopted as its services (the stranger's does not).
+        recorded = json.loads(settings.state_file.read_text())
+        for entry in recorded.values():
+            entry.pop("started", None)
+        settings.state_file.write_text(json.dumps(recorded))
 
         client = warehouse.connect(settings)  # an idle client, as a notebook keeps one
         begun = time.monotonic()

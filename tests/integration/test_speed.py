@@ -17,6 +17,7 @@ from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, pro
 from lambda_demo import serving, warehouse
 from lambda_demo.batch.recompute import CutoffMovedBack
 from lambda_demo.batch.run import run_batch
+from lambda_demo.check import check
 from lambda_demo.recovery import buggy_aggregates
 from lambda_demo.settings import Settings
 from lambda_demo.speed import (
@@ -341,3 +342,28 @@ def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, 
         "deployment"
     ]
     assert list(left) == ["new"]  # the old deployment's rows are gone with it
+
+
+def test_a_record_later_than_the_watermark_is_named_by_check_and_counted_by_batch(
+    settings: Settings, spark
+) -> None:
+    """Spark drops it, `check` says that is all the mismatch is, the next batch run counts it."""
+    first = _spread(1, DAY0 + timedelta(days=3), 30, ["Oslo", "Bergen"])
+    produce(settings, first)
+    run_speed(settings, once=True)
+    # Every partition is at day 3, so the watermark is past day 1: day 0 is forgotten.
+    late = [
+        Delivery(DAY0 + timedelta(hours=10, minutes=i), tweet(500 + i, "Tromsø", 4))
+        for i in range(3)
+    ]
+    produce(settings, late)
+    run_speed(settings, once=True)
+    assert "Tromsø" not in as_dict(serving.serving_view(settings))
+    result = check(settings)
+    assert not result.ok
+    assert result.late_rows >= 3 and result.missing_tweets == 3 and result.only_late
+    assert "after its watermark had passed their day" in str(result)
+
+    run_batch(settings, cutoff=(DAY0 + timedelta(days=1)).date(), progress=False)
+    assert check(settings).ok  # nothing was lost: the batch layer counted them
+    assert as_dict(serving.serving_view(settings)) == expected_view(first + late)

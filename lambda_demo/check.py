@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from kafka import TopicPartition
 from tqdm.auto import tqdm
 
-from lambda_demo import kafka_io, serving, view, warehouse
+from lambda_demo import kafka_io, serving, view
 from lambda_demo.contract import Rejected, parse_record
 from lambda_demo.settings import Settings, get_settings
+from lambda_demo.status import speed_figures
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -167,13 +168,9 @@ def check(settings: Settings | None = None, *, progress: bool = False) -> CheckR
     settings = settings or get_settings()
     expected = recompute(ingested_tweets(settings, progress=progress))
     actual = serving.serving_view(settings)
-    late = warehouse.fetch_frame(
-        "SELECT COALESCE(SUM(late_rows), 0) AS late FROM speed_deployments WHERE serving",
-        settings=settings,
-    )
     return CheckResult(
         locations=len(expected),
         tweets=int(expected["tweet_count"].sum()) if not expected.empty else 0,
         mismatches=compare(expected, actual),
-        late_rows=int(late["late"].iloc[0]),
+        late_rows=speed_figures(settings)["late_rows"] or 0,
     )

@@ -40,7 +40,7 @@ smoke: env  ## one short loop in a throw-away home: stack, replay, speed, batch,
 
 notebooks: env  ## re-execute every notebook in place, committing-ready outputs (one clean run)
 	$(BIN)/lambda-demo stack reset
-	$(BIN)/python -m lambda_demo.notebooks execute
+	$(BIN)/python -m lambda_demo.tutorial.notebooks execute
 
 drills: env  ## only the fault-injection drills
 	CI=1 $(BIN)/pytest -m drills tests

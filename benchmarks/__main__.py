@@ -15,8 +15,8 @@ from pathlib import Path
 
 from benchmarks import batch, ingest, pipeline, report, speed
 from benchmarks.common import environment, isolated, private_stack
-from lambda_demo import sample
-from lambda_demo.replay import replay
+from lambda_demo.ingestion import sample
+from lambda_demo.ingestion.replay import replay
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"

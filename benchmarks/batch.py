@@ -9,8 +9,9 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks.common import isolated, profiled, summary, timed
-from lambda_demo import view, warehouse
+from lambda_demo import view
 from lambda_demo.batch import archiver, loader, recompute
+from lambda_demo.clients import warehouse
 from lambda_demo.settings import Settings
 from lambda_demo.stack.services import _pg_bin
 

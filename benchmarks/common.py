@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 
 from lambda_demo import stack
-from lambda_demo.kafka_io import ensure_topics
+from lambda_demo.clients.kafka_io import ensure_topics
+from lambda_demo.clients.storage import ensure_bucket
+from lambda_demo.clients.warehouse import ensure_schema
 from lambda_demo.settings import Settings, isolated_settings
-from lambda_demo.storage import ensure_bucket
-from lambda_demo.warehouse import ensure_schema
 
 
 @contextlib.contextmanager

@@ -11,9 +11,9 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from benchmarks.common import isolated, profiled, summary, timed
-from lambda_demo import kafka_io
+from lambda_demo.clients import kafka_io
 from lambda_demo.contract import FlatTweet, parse_api_tweet
-from lambda_demo.replay import read_lines, replay
+from lambda_demo.ingestion.replay import read_lines, replay
 from lambda_demo.stack import jvm
 
 TARGET_TWEETS_PER_SECOND = 30_000

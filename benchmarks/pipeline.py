@@ -14,22 +14,24 @@ from pathlib import Path
 from benchmarks.batch import copy_in_seconds
 from benchmarks.common import MemorySampler, du_bytes, isolated, timed
 from benchmarks.ingest import mean_flat_size, producer_performance
-from lambda_demo import kafka_io, sample, speed
 from lambda_demo.batch import archiver, loader, recompute
 from lambda_demo.batch.archiver import ArchiveResult
 from lambda_demo.batch.run import pipeline_day
-from lambda_demo.check import check
-from lambda_demo.replay import replay
+from lambda_demo.clients import kafka_io
+from lambda_demo.clients.spark import get_spark
+from lambda_demo.clients.warehouse import connect
+from lambda_demo.ingestion import sample
+from lambda_demo.ingestion.replay import replay
+from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
-from lambda_demo.spark import get_spark
-from lambda_demo.warehouse import connect
+from lambda_demo.speed.run import start_queries
 
 DEMO_TARGET_SECONDS = 300.0
 TABLES = ("raw_tweets", "loaded_objects", "quarantine", "batch_view", "speed_view")
 
 
 def _speed_once(settings: Settings) -> None:
-    for query in speed.start_queries(settings, once=True):
+    for query in start_queries(settings, once=True):
         query.awaitTermination()
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 from psycopg2.extensions import cursor
 
 from benchmarks.common import isolated, percentile, summary, timed
-from lambda_demo import kafka_io, serving, speed, view, warehouse
+from lambda_demo import view
+from lambda_demo.clients import kafka_io, warehouse
+from lambda_demo.clients.spark import get_spark
 from lambda_demo.contract import FlatTweet, parse_api_tweet
-from lambda_demo.ingest import TweetHandler
-from lambda_demo.replay import read_lines
+from lambda_demo.ingestion.handler import TweetHandler
+from lambda_demo.ingestion.replay import read_lines
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
-from lambda_demo.spark import get_spark
+from lambda_demo.speed.run import await_first_batch, start_queries
 
 TARGET_TWEETS_PER_SECOND = 20_000
 FRESHNESS_TARGET_P95_SECONDS = 5.0
@@ -43,7 +46,7 @@ def throughput(home: Path, topic: str, *, repeats: int) -> dict:
         plain.append(records / seconds)
 
         def once(s: Settings = settings) -> None:
-            for query in speed.start_queries(s, once=True):
+            for query in start_queries(s, once=True):
                 query.awaitTermination()
 
         ours.append(records / timed(once)[0])
@@ -75,10 +78,10 @@ def _speed_total(cur: cursor) -> int:
 def serving_latencies(settings: Settings, place: str, stop: threading.Event) -> dict:
     """Call every serving query in turn until ``stop``; latencies in ms per query kind."""
     calls = {
-        f"top20_by_{m}": (lambda m=m: serving.top(20, by=m, settings=settings))
+        f"top20_by_{m}": (lambda m=m: reads.top(20, by=m, settings=settings))
         for m in view.MEASURE_NAMES
     }
-    calls["location"] = lambda: serving.location(place, settings=settings)
+    calls["location"] = lambda: reads.location(place, settings=settings)
     # The floor: one round trip on the same reused connection, through the same frame code.
     calls[ROUND_TRIP] = lambda: warehouse.fetch_frame("SELECT 1 AS one", settings=settings)
     found: dict[str, list[float]] = {name: [] for name in calls}
@@ -107,8 +110,8 @@ def freshness_and_serving(
     settings = isolated(home, warehouse_schema=schema)  # default 2 s trigger
     tweets = unique_tweets(sample)
     place = tweets[0].location
-    queries = speed.start_queries(settings)
-    speed.await_first_batch(queries)
+    queries = start_queries(settings)
+    await_first_batch(queries)
     producer = kafka_io.producer(settings)
     handler = TweetHandler.for_settings(producer, settings)
     # The poller's own connection: the serving queries keep theirs to themselves.
@@ -181,7 +184,7 @@ def freshness_and_serving(
 
 def routed(tweet: FlatTweet, handler: TweetHandler) -> tuple:
     """What ``TweetHandler.route`` returns for an already parsed tweet (no re-parsing)."""
-    from lambda_demo.ingest import partition_for
+    from lambda_demo.ingestion.handler import partition_for
 
     key = tweet.tweet_id.encode()
     return handler.topic, partition_for(key, handler.partitions), key, tweet

@@ -62,7 +62,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from lambda_demo import sample
+    from lambda_demo.ingestion import sample
 
     counts = sample.write(args.out, tweets=args.tweets, days=args.days, seed=args.seed)
     print(json.dumps(counts))
@@ -70,7 +70,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from lambda_demo.replay import replay
+    from lambda_demo.ingestion.replay import replay
 
     counts = replay(
         args.file or None,
@@ -91,7 +91,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from lambda_demo.live import live
+    from lambda_demo.ingestion.live import live
 
     counts = live()
     print(json.dumps(counts.as_dict()))
@@ -107,7 +107,7 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _speed(args: argparse.Namespace) -> int:
     from lambda_demo.settings import get_settings
-    from lambda_demo.speed import run_speed
+    from lambda_demo.speed.run import run_speed
 
     log = get_settings().log_file("spark")
     until = "until the topic is drained" if args.once else "until Ctrl-C"
@@ -117,9 +117,9 @@ def _speed(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from lambda_demo import serving
+    from lambda_demo.serving.reads import reads
 
-    frame = serving.top(args.top, by=args.by) if args.top is not None else serving.serving_view()
+    frame = reads.top(args.top, by=args.by) if args.top is not None else reads.serving_view()
     if args.top is None:
         frame = frame.sort_values([args.by, "location"], ascending=[False, True])
     if args.json:
@@ -130,7 +130,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from lambda_demo.check import check
+    from lambda_demo.serving.check import check
 
     result = check(progress=not args.json)
     print(result.to_json() if args.json else result)
@@ -146,14 +146,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from lambda_demo.demo import run_demo
+    from lambda_demo.tutorial.demo import run_demo
 
     result = run_demo(speedup=args.speedup)
     return 0 if result.check.ok else 1
 
 
 def _prefetch(args: argparse.Namespace) -> int:
-    from lambda_demo.prefetch import prefetch
+    from lambda_demo.stack.prefetch import prefetch
 
     for item in prefetch():
         print(item, flush=True)
@@ -162,7 +162,7 @@ def _prefetch(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from lambda_demo.doctor import doctor, use_colour
+    from lambda_demo.stack.doctor import doctor, use_colour
 
     colour = use_colour(sys.stdout)
     reds = 0

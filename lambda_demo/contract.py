@@ -19,7 +19,7 @@ from typing import Any
 
 import tweepy
 
-from lambda_demo.clock import from_millis, to_millis
+from lambda_demo.ingestion.clock import from_millis, to_millis
 
 UNKNOWN_LOCATION = "(unknown)"
 """The location key for authors whose location is missing, null, not a string or blank."""

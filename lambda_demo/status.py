@@ -23,8 +23,8 @@ from botocore.exceptions import BotoCoreError
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from lambda_demo import kafka_io, storage, warehouse
 from lambda_demo.batch.archiver import list_archived
+from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
 

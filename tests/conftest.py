@@ -47,9 +47,9 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
 @pytest.fixture
 def settings(stack_home: Path) -> Settings:
     """Isolated settings on the running stack, with topics, bucket and schema created."""
-    from lambda_demo.kafka_io import ensure_topics
-    from lambda_demo.storage import ensure_bucket
-    from lambda_demo.warehouse import ensure_schema
+    from lambda_demo.clients.kafka_io import ensure_topics
+    from lambda_demo.clients.storage import ensure_bucket
+    from lambda_demo.clients.warehouse import ensure_schema
 
     s = isolated_settings(stack_home)
     ensure_topics(s)
@@ -75,7 +75,7 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def spark(stack_home: Path):
-    from lambda_demo.spark import get_spark
+    from lambda_demo.clients.spark import get_spark
 
     session = get_spark(Settings(home=stack_home))
     yield session

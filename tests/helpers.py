@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from kafka import TopicPartition
 
-from lambda_demo import kafka_io
+from lambda_demo.clients import kafka_io
 from lambda_demo.contract import FlatTweet
 from lambda_demo.settings import Settings
 

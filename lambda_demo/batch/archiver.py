@@ -39,10 +39,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 from tqdm import tqdm
 
-from lambda_demo import kafka_io, storage
-from lambda_demo.clock import from_millis
+from lambda_demo.clients import kafka_io, storage
 from lambda_demo.contract import MAX_INGEST_MS, MIN_INGEST_MS
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import from_millis
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

@@ -35,11 +35,11 @@ from psycopg2.extensions import cursor
 from psycopg2.extras import execute_values
 from tqdm import tqdm
 
-from lambda_demo import storage, warehouse
 from lambda_demo.batch.archiver import decode_bytes, list_archived
-from lambda_demo.clock import from_millis, to_millis
+from lambda_demo.clients import storage, warehouse
 from lambda_demo.contract import Rejected, ingest_time, parse_record
 from lambda_demo.errors import SettingsError
+from lambda_demo.ingestion.clock import from_millis, to_millis
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

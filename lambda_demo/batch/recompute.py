@@ -32,7 +32,8 @@ from datetime import UTC, date, datetime
 
 from psycopg2.extensions import cursor
 
-from lambda_demo import view, warehouse
+from lambda_demo import view
+from lambda_demo.clients import warehouse
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 

@@ -19,11 +19,12 @@ from datetime import UTC, date, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from lambda_demo import kafka_io, serving, warehouse
 from lambda_demo.batch import archiver, loader, recompute
-from lambda_demo.clock import from_millis
+from lambda_demo.clients import kafka_io, warehouse
 from lambda_demo.contract import ingest_time
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import from_millis
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def run_batch(
     settings = settings or get_settings()
     warehouse.ensure_schema(settings)
     with batch_lock(settings, wait_seconds=lock_wait_seconds):
-        published = serving.batch_cutoff(settings)
+        published = reads.batch_cutoff(settings)
         current = date.fromisoformat(published) if published else None
         if cutoff is not None and current is not None and cutoff < current:
             raise recompute.CutoffMovedBack(recompute.moved_back_message(cutoff, current))

@@ -1,4 +1,9 @@
-"""The embedded stack: real Kafka, an S3 server and PostgreSQL as local processes."""
+"""The embedded stack: real Kafka, an S3 server and PostgreSQL as local processes.
+
+`manager` starts and stops them (`process` knows each one by pid and start time, `services`
+how to launch it, `jvm` where its jars come from), `prefetch` downloads everything once, and
+`doctor` says in words what is missing or wrong.
+"""
 
 from lambda_demo.stack.manager import down, reset, status, status_json, up
 

@@ -132,8 +132,8 @@ def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
 
 def _create_resources(settings: Settings) -> None:
     """Topics and the bucket exist once the stack is up, so every layer can assume them."""
-    from lambda_demo.kafka_io import ensure_topics
-    from lambda_demo.storage import ensure_bucket
+    from lambda_demo.clients.kafka_io import ensure_topics
+    from lambda_demo.clients.storage import ensure_bucket
 
     ensure_topics(settings)
     ensure_bucket(settings)
@@ -142,7 +142,7 @@ def _create_resources(settings: Settings) -> None:
 def down(settings: Settings | None = None) -> None:
     """Stop every service; data stays for the next ``up``."""
     settings = settings or get_settings()
-    from lambda_demo import warehouse
+    from lambda_demo.clients import warehouse
 
     warehouse.close_readers()  # this process's own idle connections go first
     state = _load(settings)
@@ -170,10 +170,10 @@ def reset(settings: Settings | None = None) -> None:
 def status(settings: Settings | None = None) -> list[ServiceStatus]:
     """Each service's address, version, and whether it answers, with a hint when it does not.
 
-    The hints come from `lambda_demo.diagnose`: a port held by another program, a dead
+    The hints come from `lambda_demo.stack.diagnose`: a port held by another program, a dead
     service's last log lines, and stack-wide warnings (Java missing, disk almost full).
     """
-    from lambda_demo import diagnose
+    from lambda_demo.stack import diagnose
 
     settings = settings or get_settings()
     state = _load(settings)

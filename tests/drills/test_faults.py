@@ -23,14 +23,16 @@ from conftest import env_for, isolated_settings, new_home
 from helpers import DAY0, Delivery, expected_by_day, produce, tweet
 from kafka import TopicPartition
 
-from lambda_demo import kafka_io, sample, stack, storage, warehouse
+from lambda_demo import stack
 from lambda_demo.batch.archiver import list_archived
 from lambda_demo.batch.run import run_batch
-from lambda_demo.check import check
+from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.contract import FlatTweet, parse_api_tweet
-from lambda_demo.replay import read_lines, replay
+from lambda_demo.ingestion import sample
+from lambda_demo.ingestion.replay import read_lines, replay
+from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed.run import run_speed
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
 

@@ -22,15 +22,16 @@ from pathlib import Path
 import pytest
 from helpers import Delivery, as_dict, expected_view, produce, tweet
 
-from lambda_demo import kafka_io, serving, warehouse
 from lambda_demo.batch.run import run_batch
-from lambda_demo.check import check
-from lambda_demo.clock import SimulatedClock, to_millis
+from lambda_demo.clients import kafka_io, warehouse
+from lambda_demo.clients.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.contract import FlatTweet
-from lambda_demo.kafka_io import MAX_RECORD_BYTES
-from lambda_demo.replay import replay
+from lambda_demo.ingestion.clock import SimulatedClock, to_millis
+from lambda_demo.ingestion.replay import replay
+from lambda_demo.serving.check import check
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed.run import run_speed
 from lambda_demo.status import status
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
@@ -243,7 +244,7 @@ def test_hostile_records_get_reasons_and_never_crash_a_layer(
             row = expected[location]
             for n, v in enumerate((1, 5, 1, 0)):
                 row[n] += v
-    actual = as_dict(serving.serving_view(settings))
+    actual = as_dict(reads.serving_view(settings))
     assert actual == dict(expected)
     assert actual[SQL_LOCATION] == [2, 8, 3, 1]
     assert actual[FORMAT_LOCATION] == [2, 8, 3, 1]
@@ -392,7 +393,7 @@ def test_poison_pills_never_stop_a_layer(
         timeout=600,
     )
     assert speed.returncode == 0, speed.stderr[-2000:]
-    served = as_dict(serving.serving_view(settings))
+    served = as_dict(reads.serving_view(settings))
     honest = expected_view(before + after)
     assert {k: v for k, v in served.items() if k in honest} == honest  # all counted, fresh
     assert served["Ahead"] == [2, 6, 4, 2]
@@ -410,7 +411,7 @@ def test_poison_pills_never_stop_a_layer(
     )
     assert batch.returncode == 0, batch.stderr[-2000:]
     # The pipeline clock ignores partition 0, whose last record is stamped in 2100.
-    assert serving.batch_cutoff(settings) == (DAY + timedelta(days=1)).date().isoformat()
+    assert reads.batch_cutoff(settings) == (DAY + timedelta(days=1)).date().isoformat()
     result = check(settings)
     assert result.ok, str(result)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lambda_demo import diagnose
 from lambda_demo.settings import REPO_ROOT
+from lambda_demo.stack import diagnose
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
 
@@ -100,7 +100,7 @@ def test_warehouse_sql_takes_values_only_as_bind_parameters() -> None:
     assert suspicious == []
     # Values from the outside (tweets, locations) reach SQL only as parameters: the hostile
     # input drill stores "'); DROP TABLE raw_tweets; --" as a location and reads it back.
-    speed = (REPO_ROOT / "lambda_demo" / "speed.py").read_text()
+    speed = (REPO_ROOT / "lambda_demo" / "speed" / "sink.py").read_text()
     assert "VALUES %s" in speed and "SET batch_id = %s" in speed
 
 
@@ -139,7 +139,7 @@ def test_compose_passwords_come_from_the_environment() -> None:
 
 _SPARK_LISTENERS = """
 import json, psutil
-from lambda_demo.spark import get_spark
+from lambda_demo.clients.spark import get_spark
 spark = get_spark()
 found = []
 for process in psutil.Process().children(recursive=True):

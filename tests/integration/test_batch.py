@@ -19,9 +19,10 @@ import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from lambda_demo import kafka_io, storage, view, warehouse
+from lambda_demo import view
 from lambda_demo.batch.archiver import GROUP_ID, SimulatedCrash, archive
 from lambda_demo.batch.run import BatchBusyError, batch_lock, pipeline_day, run_batch
+from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.contract import FlatTweet
 from lambda_demo.settings import Settings
 

@@ -15,8 +15,8 @@ import pytest
 from helpers import all_records
 from kafka import TopicPartition
 
-from lambda_demo import kafka_io
-from lambda_demo.replay import SAMPLE_FILE, replay
+from lambda_demo.clients import kafka_io
+from lambda_demo.ingestion.replay import SAMPLE_FILE, replay
 from lambda_demo.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -26,11 +26,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from lambda_demo import check, kafka_io, serving, storage, warehouse
 from lambda_demo.batch.run import run_batch
+from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.contract import MAX_COUNT
+from lambda_demo.serving.reads import check, reads
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed.run import run_speed
 
 pytestmark = pytest.mark.integration
 
@@ -195,28 +196,28 @@ def _fresh(home: Path) -> Settings:
 
 
 def _assert_exact(s: Settings, produced: list[Delivery], trace: list[str]) -> None:
-    served = as_dict(serving.serving_view(s))
+    served = as_dict(reads.serving_view(s))
     recomputed = as_dict(check.recompute(check.ingested_tweets(s)))
     assert served == recomputed, trace
     assert served == expected_view(produced), trace
     result = check.check(s)
     assert result.ok, (trace, str(result))
     # The split itself: batch holds exactly the days before D, speed the days from D on.
-    cutoff = serving.batch_cutoff(s)
+    cutoff = reads.batch_cutoff(s)
     if cutoff is not None:
         d = date.fromisoformat(cutoff)
         parts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for (day, _), row in expected_by_day(produced).items():
             part = parts["batch" if day < d else "speed"]
             part[:] = [a + b for a, b in zip(part, row, strict=True)]
-        totals = serving.totals(s)
+        totals = reads.totals(s)
         for name in ("batch", "speed"):
             assert [int(v) for v in totals.loc[name]] == parts[name], (trace, name, cutoff)
 
 
 def _assert_speed_holds_only_days_from_cutoff(s: Settings, trace: list[str]) -> None:
     """The batch layer absorbs, the speed layer discards: no speed row before D, ever."""
-    cutoff = serving.batch_cutoff(s)
+    cutoff = reads.batch_cutoff(s)
     if cutoff is None:
         return
     stale = warehouse.fetch_frame(

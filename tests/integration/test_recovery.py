@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_view, produce, tweet
 
-from lambda_demo import check, recovery
 from lambda_demo.batch.run import run_batch
+from lambda_demo.serving.reads import check
 from lambda_demo.settings import Settings
+from lambda_demo.tutorial import recovery
 
 pytestmark = pytest.mark.integration
 

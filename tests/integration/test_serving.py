@@ -11,12 +11,13 @@ from datetime import date, datetime, timedelta
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_view, produce, tweet
 
-from lambda_demo import check, serving, warehouse
 from lambda_demo.batch.run import run_batch
+from lambda_demo.clients import warehouse
 from lambda_demo.contract import MAX_COUNT
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.serving.reads import check, reads
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed.run import run_speed
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ def _loaded(settings: Settings, spark) -> list[Delivery]:
     produce(settings, deliveries)
     run_batch(settings, cutoff=_day(1), progress=False)
     run_speed(settings, once=True)
-    parts = serving.totals(settings)
+    parts = reads.totals(settings)
     assert parts.loc["batch", "tweet_count"] > 0
     assert parts.loc["speed", "tweet_count"] > 0
     return deliveries
@@ -159,22 +160,22 @@ def test_boundary_counts_once_and_hands_over(settings: Settings, spark) -> None:
     assert expected_view(deliveries) == expected
 
     run_speed(settings, once=True)
-    assert as_dict(serving.serving_view(settings)) == expected  # speed alone
+    assert as_dict(reads.serving_view(settings)) == expected  # speed alone
 
     run_batch(settings, cutoff=_day(1), progress=False)
-    assert serving.batch_cutoff(settings) == _day(1).isoformat()
-    assert as_dict(serving.serving_view(settings)) == expected
-    parts = serving.totals(settings)
+    assert reads.batch_cutoff(settings) == _day(1).isoformat()
+    assert as_dict(reads.serving_view(settings)) == expected
+    parts = reads.totals(settings)
     assert parts.loc["batch", "tweet_count"] == 1  # D-1 only
     assert parts.loc["speed", "tweet_count"] == 3  # D and D+1
 
     run_speed(settings, once=True)  # nothing new: idempotent
-    assert as_dict(serving.serving_view(settings)) == expected
+    assert as_dict(reads.serving_view(settings)) == expected
 
     run_batch(settings, cutoff=_day(2), progress=False)  # the hand-over of day D
-    assert serving.batch_cutoff(settings) == _day(2).isoformat()
-    assert as_dict(serving.serving_view(settings)) == expected
-    parts = serving.totals(settings)
+    assert reads.batch_cutoff(settings) == _day(2).isoformat()
+    assert as_dict(reads.serving_view(settings)) == expected
+    parts = reads.totals(settings)
     assert parts.loc["batch", "tweet_count"] == 3
     assert parts.loc["speed", "tweet_count"] == 1
     assert check.check(settings).ok
@@ -202,21 +203,21 @@ def test_no_gap_no_double_count_while_batch_swaps(settings: Settings, spark) -> 
     cutoffs: set[str | None] = set()
     try:
         while worker.is_alive():
-            parts = serving.totals(settings)
+            parts = reads.totals(settings)
             assert int(parts["tweet_count"].sum()) == total
-            frame = serving.serving_view(settings)
+            frame = reads.serving_view(settings)
             assert int(frame["tweet_count"].sum()) == total
             assert as_dict(frame) == expected
-            cutoffs.add(serving.batch_cutoff(settings))
+            cutoffs.add(reads.batch_cutoff(settings))
             reads += 1
     finally:
         worker.join()
     assert not errors, errors
     assert reads >= 3
     assert cutoffs & {_day(1).isoformat(), _day(2).isoformat()}
-    assert serving.batch_cutoff(settings) == _day(2).isoformat()
-    assert as_dict(serving.serving_view(settings)) == expected
-    assert int(serving.totals(settings).loc["batch", "tweet_count"]) > 0
+    assert reads.batch_cutoff(settings) == _day(2).isoformat()
+    assert as_dict(reads.serving_view(settings)) == expected
+    assert int(reads.totals(settings).loc["batch", "tweet_count"]) > 0
 
 
 def test_top_validates_by_and_location_is_a_parameter(settings: Settings, spark) -> None:
@@ -225,24 +226,24 @@ def test_top_validates_by_and_location_is_a_parameter(settings: Settings, spark)
 
     for bad in ("nope", "location", "likes_sum; DROP TABLE raw_tweets", "LIKES_SUM", ""):
         with pytest.raises(LambdaDemoError):
-            serving.top(3, by=bad, settings=settings)
+            reads.top(3, by=bad, settings=settings)
 
-    top = serving.top(2, by="followers_sum", settings=settings)
+    top = reads.top(2, by="followers_sum", settings=settings)
     assert list(top.columns) == ["location", *KEYS_ORDER]
     assert len(top) == 2
     assert top["followers_sum"].iloc[0] == max(row[1] for row in expected.values())
 
     for place in (INJECTION, "100% %s", 'Paris; "FR"', "a,b\nc"):
-        assert as_dict(serving.location(place, settings=settings)) == {place: expected[place]}
-    assert serving.location("x'", settings=settings).empty
-    assert serving.location("' OR '1'='1", settings=settings).empty
+        assert as_dict(reads.location(place, settings=settings)) == {place: expected[place]}
+    assert reads.location("x'", settings=settings).empty
+    assert reads.location("' OR '1'='1", settings=settings).empty
 
     conn = warehouse.connect(settings)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM raw_tweets")
         assert cur.fetchone()[0] > 0  # the table survived
     conn.close()
-    assert as_dict(serving.serving_view(settings)) == expected
+    assert as_dict(reads.serving_view(settings)) == expected
 
 
 def test_reads_survive_a_dropped_connection(settings: Settings) -> None:

@@ -14,20 +14,16 @@ from pathlib import Path
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, produce, tweet
 
-from lambda_demo import serving, warehouse
 from lambda_demo.batch.recompute import CutoffMovedBack
 from lambda_demo.batch.run import run_batch
-from lambda_demo.check import check
-from lambda_demo.recovery import buggy_aggregates
+from lambda_demo.clients import warehouse
+from lambda_demo.serving.check import check
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
-from lambda_demo.speed import (
-    DeploymentRetired,
-    record_progress,
-    run_speed,
-    start_queries,
-    stop_queries,
-)
+from lambda_demo.speed.run import run_speed, start_queries, stop_queries
+from lambda_demo.speed.sink import DeploymentRetired, record_progress
 from lambda_demo.status import status
+from lambda_demo.tutorial.recovery import buggy_aggregates
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +73,7 @@ def test_speed_view_equals_recomputation(settings: Settings, spark) -> None:
     produce(settings, deliveries)
     run_speed(settings, once=True)
     assert _speed_by_day(settings) == expected_by_day(deliveries)
-    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
 
 
 def test_duplicate_across_midnight_counts_once_on_its_first_day(settings: Settings, spark) -> None:
@@ -184,7 +180,7 @@ def test_spark_without_java_says_what_to_install(tmp_path) -> None:
         "PATH": str(Path(sys.executable).parent),
         "LAMBDA_DEMO_HOME": str(tmp_path),
     }
-    code = "from lambda_demo.spark import get_spark; get_spark()"
+    code = "from lambda_demo.clients.spark import get_spark; get_spark()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "JavaMissingError: Java 17+ is needed" in done.stderr
@@ -243,14 +239,14 @@ def test_a_batch_run_takes_the_days_before_its_cutoff_from_the_speed_layer(
     run_batch(settings, cutoff=cutoff, progress=False)
     by_day = expected_by_day(deliveries)
     assert _speed_by_day(settings) == {k: v for k, v in by_day.items() if k[0] >= cutoff}
-    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
     assert status(settings)["speed"]["days"] == sorted(
         {day.isoformat() for day, _ in by_day if day >= cutoff}
     )
     # A cutoff cannot move back: those days are in neither view any more.
     with pytest.raises(CutoffMovedBack, match="Use a cutoff on or after"):
         run_batch(settings, cutoff=cutoff - timedelta(days=1), progress=False)
-    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
 
 
 def test_a_redeployed_query_replaces_every_row_of_the_old_one(settings: Settings, spark) -> None:
@@ -271,10 +267,10 @@ def test_a_redeployed_query_replaces_every_row_of_the_old_one(settings: Settings
     )
     produce(settings, deliveries)
     run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="buggy")
-    assert as_dict(serving.serving_view(settings))["Solitude"] == [2, 10, 0, 0]  # the bug
+    assert as_dict(reads.serving_view(settings))["Solitude"] == [2, 10, 0, 0]  # the bug
 
     run_speed(settings, once=True, checkpoint_name="fixed")
-    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries)
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
     deployments = warehouse.fetch_frame(
         "SELECT checkpoint, serving, retired_at IS NOT NULL AS retired FROM speed_deployments",
         settings=settings,
@@ -294,7 +290,7 @@ def test_a_redeployed_query_replaces_every_row_of_the_old_one(settings: Settings
     with pytest.raises(DeploymentRetired, match="delete that checkpoint directory"):
         run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="buggy")
     run_speed(settings, once=True, checkpoint_name="fixed")
-    assert as_dict(serving.serving_view(settings)) == expected_view(deliveries + more)
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries + more)
 
 
 def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, spark) -> None:
@@ -302,7 +298,7 @@ def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, 
     deliveries = _stream(8, 100)
     produce(settings, deliveries)
     run_speed(settings, once=True, checkpoint_name="old")
-    served = as_dict(serving.serving_view(settings))
+    served = as_dict(reads.serving_view(settings))
     assert served == expected_view(deliveries)
 
     # A new deployment's first micro-batch: registered, rows written, not at the end yet.
@@ -330,14 +326,14 @@ def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, 
         }
 
     record_progress(settings, report(0, end=5, latest=9))
-    assert as_dict(serving.serving_view(settings)) == served  # still the old deployment
+    assert as_dict(reads.serving_view(settings)) == served  # still the old deployment
 
     conn = warehouse.connect(settings)
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE speed_deployments SET batch_id = 1 WHERE deployment = 'new'")
     conn.close()
     record_progress(settings, report(1, end=9, latest=9))
-    assert as_dict(serving.serving_view(settings)) == {"Elsewhere": [1, 1, 1, 1]}
+    assert as_dict(reads.serving_view(settings)) == {"Elsewhere": [1, 1, 1, 1]}
     left = warehouse.fetch_frame("SELECT DISTINCT deployment FROM speed_view", settings=settings)[
         "deployment"
     ]
@@ -358,7 +354,7 @@ def test_a_record_later_than_the_watermark_is_named_by_check_and_counted_by_batc
     ]
     produce(settings, late)
     run_speed(settings, once=True)
-    assert "Tromsø" not in as_dict(serving.serving_view(settings))
+    assert "Tromsø" not in as_dict(reads.serving_view(settings))
     result = check(settings)
     assert not result.ok
     assert result.late_rows >= 3 and result.missing_tweets == 3 and result.only_late
@@ -366,4 +362,4 @@ def test_a_record_later_than_the_watermark_is_named_by_check_and_counted_by_batc
 
     run_batch(settings, cutoff=(DAY0 + timedelta(days=1)).date(), progress=False)
     assert check(settings).ok  # nothing was lost: the batch layer counted them
-    assert as_dict(serving.serving_view(settings)) == expected_view(first + late)
+    assert as_dict(reads.serving_view(settings)) == expected_view(first + late)

@@ -15,7 +15,8 @@ import pytest
 from conftest import new_home
 from kafka import TopicPartition
 
-from lambda_demo import kafka_io, stack, storage, warehouse
+from lambda_demo import stack
+from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.settings import Settings
 
 pytestmark = pytest.mark.integration

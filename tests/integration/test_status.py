@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import all_records
 
-from lambda_demo.clock import from_millis
+from lambda_demo.ingestion.clock import from_millis
 from lambda_demo.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lambda_demo.clock import SimulatedClock, from_millis, to_millis
-from lambda_demo.ingest import TweetHandler, partition_for
+from lambda_demo.ingestion.clock import SimulatedClock, from_millis, to_millis
+from lambda_demo.ingestion.handler import TweetHandler, partition_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""``lambda_demo.diagnose`` and ``stack status``: problems said in words, with what to do."""
+"""``lambda_demo.stack.diagnose`` and ``stack status``: problems said in words, with what to do."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lambda_demo import diagnose
 from lambda_demo.settings import Settings
-from lambda_demo.stack import manager
+from lambda_demo.stack import diagnose, manager
 
 Usage = namedtuple("Usage", "total used free")
 

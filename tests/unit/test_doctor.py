@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lambda_demo import doctor, prefetch
-from lambda_demo.doctor import GB, Verdict
 from lambda_demo.settings import Settings
+from lambda_demo.stack import doctor, prefetch
+from lambda_demo.stack.doctor import GB, Verdict
 
 
 def test_python_versions() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from lambda_demo.contract import UNKNOWN_LOCATION, FlatTweet, Rejected, parse_api_tweet
-from lambda_demo.sample import generate, write
+from lambda_demo.ingestion.sample import generate, write
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, tzinfo=UTC)

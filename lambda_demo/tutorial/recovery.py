@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 from psycopg2 import sql as psql
 
-from lambda_demo import serving, view, warehouse
+from lambda_demo import view
 from lambda_demo.batch.loader import load
 from lambda_demo.batch.recompute import recompute
+from lambda_demo.clients import warehouse
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
-from lambda_demo.speed import run_speed
+from lambda_demo.speed.run import run_speed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +104,7 @@ def reprocess_from_kafka(settings: Settings, *, schema: str) -> Recomputation:
     started = time.perf_counter()
     run_speed(target, once=True)
     seconds = time.perf_counter() - started
-    return Recomputation("stream: Kafka -> Spark", schema, seconds, serving.serving_view(target))
+    return Recomputation("stream: Kafka -> Spark", schema, seconds, reads.serving_view(target))
 
 
 def _batch_view(settings: Settings) -> pd.DataFrame:

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 from kafka import TopicPartition
 from tqdm.auto import tqdm
 
-from lambda_demo import kafka_io, serving, view
+from lambda_demo import view
+from lambda_demo.clients import kafka_io
 from lambda_demo.contract import Rejected, parse_record
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
 
@@ -167,7 +169,7 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
 def check(settings: Settings | None = None, *, progress: bool = False) -> CheckResult:
     settings = settings or get_settings()
     expected = recompute(ingested_tweets(settings, progress=progress))
-    actual = serving.serving_view(settings)
+    actual = reads.serving_view(settings)
     return CheckResult(
         locations=len(expected),
         tweets=int(expected["tweet_count"].sum()) if not expected.empty else 0,

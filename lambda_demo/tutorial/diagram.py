@@ -1,7 +1,7 @@
 """The architecture diagram, drawn by code so every notebook can highlight its own part.
 
 ``draw(highlight="speed")`` returns a matplotlib figure of the whole pipeline with the chosen
-layer in colour and the rest greyed out; ``python -m lambda_demo.diagram`` writes
+layer in colour and the rest greyed out; ``python -m lambda_demo.tutorial.diagram`` writes
 ``docs/architecture.png`` for the README.
 """
 

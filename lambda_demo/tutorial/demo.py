@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from lambda_demo import serving, speed, warehouse
 from lambda_demo.batch.run import BatchSummary, run_batch
-from lambda_demo.check import CheckResult, check
-from lambda_demo.clock import SimulatedClock
-from lambda_demo.ingest import IngestCounts
-from lambda_demo.replay import replay
+from lambda_demo.clients import warehouse
+from lambda_demo.ingestion.clock import SimulatedClock
+from lambda_demo.ingestion.handler import IngestCounts
+from lambda_demo.ingestion.replay import replay
+from lambda_demo.serving.check import CheckResult, check
+from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
 
@@ -61,7 +62,7 @@ def _sample(
 ) -> None:
     """One timeline row: the serving totals split into batch and speed parts, freshness, and
     how much the speed layer holds (Spark state rows, days in the speed view)."""
-    parts = serving.totals(settings)
+    parts = reads.totals(settings)
     held = speed_figures(settings)
     staleness = warehouse.fetch_frame(
         "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments "
@@ -74,7 +75,7 @@ def _sample(
             "simulated_time": clock.now,
             "batch_tweets": int(parts.loc["batch", "tweet_count"]),
             "speed_tweets": int(parts.loc["speed", "tweet_count"]),
-            "cutoff": serving.batch_cutoff(settings),
+            "cutoff": reads.batch_cutoff(settings),
             "speed_view_age_seconds": float(staleness) if staleness is not None else None,
             "speed_state_rows": held["state_rows"],
             "speed_days": len(held["days"]),
@@ -97,13 +98,14 @@ def run_demo(
     started = time.monotonic()
     if settings.profile == "embedded":
         from lambda_demo import stack
+        from lambda_demo.speed.run import await_first_batch, start_queries, stop_queries
 
         stack.up(settings)
     warehouse.ensure_schema(settings)
     say = tqdm.write if progress else logger.info
     say("starting the speed layer (Spark Structured Streaming)...")
-    queries = speed.start_queries(settings)
-    speed.await_first_batch(queries)  # warm before the clock starts: fresh from the first tweet
+    queries = start_queries(settings)
+    await_first_batch(queries)  # warm before the clock starts: fresh from the first tweet
     clock = SimulatedClock(speedup=speedup)
     outcome: dict[str, object] = {}
 
@@ -127,7 +129,7 @@ def run_demo(
         if covered is None:
             # The replay's first day has nothing to absorb yet, nor has any day before a
             # cutoff already published (a re-run: a cutoff never moves back).
-            published = serving.batch_cutoff(settings)
+            published = reads.batch_cutoff(settings)
             covered = max(
                 now.astimezone(UTC).date(),
                 date.fromisoformat(published) if published else date.min,
@@ -156,9 +158,9 @@ def run_demo(
             query.processAllAvailable()
         _sample(timeline, clock, started, settings)
     finally:
-        speed.stop_queries(queries, settings)
+        stop_queries(queries, settings)
     result = check(settings)
-    top = serving.top(10, settings=settings)
+    top = reads.top(10, settings=settings)
     seconds = time.monotonic() - started
     if progress:
         print("\nTop 10 locations in the serving view (batch + speed):")

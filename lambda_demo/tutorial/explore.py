@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from kafka import TopicPartition
 
-from lambda_demo import kafka_io, storage, warehouse
-from lambda_demo.clock import from_millis
+from lambda_demo.clients import kafka_io, storage, warehouse
+from lambda_demo.ingestion.clock import from_millis
 from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def sample_file(
     Notebooks need small extra streams; keeping them in the git-ignored home means a notebook
     run leaves no stray files in the repository.
     """
-    from lambda_demo import sample
+    from lambda_demo.ingestion import sample
 
     settings = settings or get_settings()
     path = settings.home / "samples" / name

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from lambda_demo.clients.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.contract import FlatTweet, Rejected, ingest_time_rejection, parse_api_tweet
-from lambda_demo.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.settings import Settings
 
 # What the DLQ keeps of a line too large for Kafka: enough to see what it was.
@@ -29,7 +29,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2, as in the Java client), computed up front.
 
     Knowing the partition before sending lets an interrupted replay find, per partition,
-    the last line Kafka already has (see ``lambda_demo.replay``).
+    the last line Kafka already has (see ``lambda_demo.ingestion.replay``).
     """
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import tweepy
 
-from lambda_demo import kafka_io
-from lambda_demo.clock import to_millis
+from lambda_demo.clients import kafka_io
 from lambda_demo.errors import SettingsError
-from lambda_demo.ingest import IngestCounts, TweetHandler
+from lambda_demo.ingestion.clock import to_millis
+from lambda_demo.ingestion.handler import IngestCounts, TweetHandler
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from lambda_demo import prefetch
 from lambda_demo.settings import Settings, get_settings
+from lambda_demo.stack import prefetch
 from lambda_demo.stack.jvm import java_major
 
 GB = 1024**3
@@ -137,7 +137,7 @@ def ports_check(
     problem_for: Callable[[int, int | None], str | None],
 ) -> Verdict:
     """``recorded`` is (service, port, pid) from state.json; ``problem_for(port, own_pid)``
-    says who else holds a port (`lambda_demo.diagnose.port_problem` in real use)."""
+    says who else holds a port (`lambda_demo.stack.diagnose.port_problem` in real use)."""
     if not recorded:
         return _green("Ports", "no stack recorded yet: free ports are picked at first start")
     taken = [(name, port, problem_for(port, pid)) for name, port, pid in recorded]
@@ -229,12 +229,12 @@ def recorded_ports(settings: Settings) -> list[tuple[str, int, int | None]]:
 
 def _round_trip(settings: Settings) -> str:
     """Replay a small generated sample, speed once, batch, check: the whole loop in small."""
-    from lambda_demo import sample
     from lambda_demo.batch.run import run_batch
-    from lambda_demo.check import check
     from lambda_demo.errors import LambdaDemoError
-    from lambda_demo.replay import replay
-    from lambda_demo.speed import run_speed
+    from lambda_demo.ingestion import sample
+    from lambda_demo.ingestion.replay import replay
+    from lambda_demo.serving.check import check
+    from lambda_demo.speed.run import run_speed
 
     path = settings.home / "doctor_sample.jsonl"
     sample.write(path, tweets=300, days=2, seed=7)
@@ -309,7 +309,7 @@ def _stop_spark() -> None:
 
 def doctor(settings: Settings | None = None, *, quick: bool = False) -> Iterator[Verdict]:
     """Every check, yielded as soon as it is decided (the live ones take a minute or two)."""
-    from lambda_demo import diagnose
+    from lambda_demo.stack import diagnose
 
     settings = settings or get_settings()
     checks = [

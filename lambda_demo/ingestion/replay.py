@@ -8,7 +8,8 @@ handler knows each record's partition before sending, and an idempotent producer
 partition in order, the lines Kafka holds form a prefix *per partition*. On start we read the
 last record of each partition of ``tweets`` and ``tweets.dlq`` that belongs to this replay and
 skip every line at or below that partition's mark. The ingest clock is replayed too (it is
-logical, see ``lambda_demo.clock``), so resumed records get the timestamps they would have had.
+logical, see ``lambda_demo.ingestion.clock``), so resumed records get the timestamps they
+would have had.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pathlib import Path
 from kafka import TopicPartition
 from tqdm.auto import tqdm
 
-from lambda_demo import kafka_io
-from lambda_demo.clock import SimulatedClock, to_millis
+from lambda_demo.clients import kafka_io
 from lambda_demo.contract import due_time
-from lambda_demo.ingest import IngestCounts, TweetHandler
+from lambda_demo.ingestion.clock import SimulatedClock, to_millis
+from lambda_demo.ingestion.handler import IngestCounts, TweetHandler
 from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 
 logger = logging.getLogger(__name__)

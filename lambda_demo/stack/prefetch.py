@@ -92,7 +92,7 @@ def connector_cached(version: str | None = None) -> bool:
 
 
 def sample_file() -> Path:
-    from lambda_demo.replay import SAMPLE_FILE
+    from lambda_demo.ingestion.replay import SAMPLE_FILE
 
     return SAMPLE_FILE
 
@@ -126,7 +126,7 @@ def _runtime(name: str) -> Fetched:
 
 def _connector(settings: Settings) -> Fetched:
     """Start and stop a SparkSession: that makes Spark's Ivy resolve and retrieve the jars."""
-    from lambda_demo.spark import get_spark, kafka_connector
+    from lambda_demo.clients.spark import get_spark, kafka_connector
 
     action = "cached" if connector_cached() else "fetched"
     spark = get_spark(settings, app_name="lambda-demo-prefetch")

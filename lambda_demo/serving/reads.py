@@ -1,6 +1,6 @@
 """The serving layer: one query sees all history (batch) plus the last seconds (speed).
 
-``serving_view`` is a SQL view (see ``lambda_demo.warehouse``) over ``batch_view`` and the
+``serving_view`` is a SQL view (see ``lambda_demo.clients.warehouse``) over ``batch_view`` and the
 serving speed deployment's rows of ``speed_view``, with the cutoff read from ``batch_meta``,
 the batch run's own metadata. Why a
 view rather than a table swapped in by each batch run (as the 2017 design did)?
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
-from lambda_demo import view, warehouse
+from lambda_demo import view
+from lambda_demo.clients import warehouse
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings
 

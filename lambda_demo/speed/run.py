@@ -1,0 +1,189 @@
+"""Run the speed layer: start, watch and stop its two streaming queries.
+
+Usage::
+
+    lambda-demo speed            # runs until Ctrl-C, one micro-batch every 2 s
+    lambda-demo speed --once     # processes what is in Kafka now, then exits
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lambda_demo.clients import warehouse
+from lambda_demo.clients.spark import get_spark
+from lambda_demo.settings import Settings, get_settings
+from lambda_demo.speed.sink import (
+    CheckpointWithoutRows,
+    DeploymentRetired,
+    QuarantineSink,
+    SpeedViewSink,
+    record_progress,
+)
+from lambda_demo.speed.stream import parsed_stream, speed_aggregates, valid_tweets
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+logger = logging.getLogger(__name__)
+
+# Per Spark application: which view queries' progress to record, and with which settings.
+_watched: dict[str, dict[str, Settings]] = {}
+_watched_lock = threading.Lock()
+
+
+def _watch(spark: SparkSession, query: StreamingQuery, settings: Settings) -> None:
+    """Record every progress report of ``query`` (one listener per Spark session)."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    app = spark.sparkContext.applicationId
+    with _watched_lock:
+        if app not in _watched:
+            watched = _watched[app] = {}
+
+            class ProgressListener(StreamingQueryListener):
+                def onQueryStarted(self, event: Any) -> None:
+                    pass
+
+                def onQueryProgress(self, event: Any) -> None:
+                    progress = json.loads(event.progress.json)
+                    if (target := watched.get(progress["id"])) is None:
+                        return
+                    try:
+                        record_progress(target, progress)
+                    except Exception:  # a listener must never take Spark's listener bus down
+                        logger.warning("could not record speed progress", exc_info=True)
+
+                def onQueryIdle(self, event: Any) -> None:
+                    pass
+
+                def onQueryTerminated(self, event: Any) -> None:
+                    pass
+
+            spark.streams.addListener(ProgressListener())
+        _watched[app][str(query.id)] = settings
+
+
+def start_queries(
+    settings: Settings | None = None,
+    *,
+    once: bool = False,
+    trigger_seconds: float | None = None,
+    aggregate: Callable[[DataFrame], DataFrame] = speed_aggregates,
+    checkpoint_name: str = "speed_view",
+) -> list[StreamingQuery]:
+    """Start both streaming queries; ``once`` processes what is available, then stops.
+
+    ``aggregate`` and ``checkpoint_name`` exist for notebook 06, which deploys a deliberately
+    wrong aggregation and then the fixed one: a changed query needs a new checkpoint, which
+    makes it a new deployment, and the new deployment replaces the old one's rows whole.
+    """
+    from pyspark.sql import functions as F
+
+    settings = settings or get_settings()
+    warehouse.ensure_schema(settings)
+    spark = get_spark(settings)
+    checkpoint = f"{settings.checkpoints}/{checkpoint_name}"
+    trigger = (
+        {"availableNow": True}
+        if once
+        else {"processingTime": f"{trigger_seconds or settings.trigger_seconds} seconds"}
+    )
+    view_query = (
+        aggregate(valid_tweets(spark, settings))
+        .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
+        .outputMode("update")
+        .foreachBatch(SpeedViewSink(settings, checkpoint))
+        .option("checkpointLocation", checkpoint)
+        .trigger(**trigger)
+        .start()
+    )
+    _watch(spark, view_query, settings)
+    quarantine_query = (
+        parsed_stream(spark, settings)
+        .where(F.col("reason").isNotNull())
+        .writeStream.queryName(f"speed_quarantine_{settings.warehouse_schema}")
+        .foreachBatch(QuarantineSink(settings))
+        .option("checkpointLocation", f"{settings.checkpoints}/speed_quarantine")
+        .trigger(**trigger)
+        .start()
+    )
+    return [view_query, quarantine_query]
+
+
+def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> None:
+    """Wait until every query finished its first micro-batch: Spark's JVM, the Python
+    workers and the state store are warm, so what is produced next is seen promptly.
+
+    A query that dies meanwhile raises its error here instead of failing later, mid-demo.
+    """
+    deadline = time.monotonic() + timeout
+    while waiting := [q for q in queries if q.lastProgress is None]:
+        for query in waiting:
+            if not query.isActive and query.lastProgress is None:  # stopped, never progressed
+                raise _query_error(query) or RuntimeError(
+                    f"speed query {query.name} stopped before its first micro-batch"
+                )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the speed layer did not finish a micro-batch in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _query_error(query: StreamingQuery) -> Exception | None:
+    """The query's failure; a retired deployment's becomes the one-line error it is."""
+    error = query.exception()
+    if error is None:
+        return None
+    for kind in (DeploymentRetired, CheckpointWithoutRows):
+        _, marker, message = str(error).partition(f"{kind.__name__}: ")
+        if marker:
+            return kind(message.splitlines()[0])
+    return error
+
+
+def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None) -> None:
+    """Stop the queries and record the view query's progress reports.
+
+    The listener receives reports asynchronously; recording the recent ones here, in order,
+    means that when this returns, ``speed_deployments`` (and a take-over) reflect everything
+    processed, and a report the listener had not reached yet is not skipped.
+    """
+    settings = settings or get_settings()
+    for query in queries:
+        if query.isActive:
+            query.stop()
+    if queries[0].exception() is None:
+        for report in queries[0].recentProgress:
+            record_progress(settings, json.loads(report.json))
+
+
+def run_speed(
+    settings: Settings | None = None,
+    *,
+    once: bool = False,
+    trigger_seconds: float | None = None,
+    **query_options: Any,
+) -> None:
+    """``lambda-demo speed``: run until Ctrl-C/SIGTERM (or once), stopping cleanly."""
+    settings = settings or get_settings()
+    queries = start_queries(settings, once=once, trigger_seconds=trigger_seconds, **query_options)
+    try:
+        if once:
+            for query in queries:
+                with contextlib.suppress(Exception):  # its error is raised below, in words
+                    query.awaitTermination()
+        else:
+            while all(q.isActive for q in queries):
+                time.sleep(0.5)
+    finally:
+        stop_queries(queries, settings)
+    for query in queries:
+        if (error := _query_error(query)) is not None:
+            raise error

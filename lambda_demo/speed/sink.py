@@ -1,0 +1,237 @@
+"""The speed layer's writes: exact upserts into ``speed_view``, deployments, discarding.
+
+**Deployments.** Rows belong to a *deployment*: the streaming query's id, which its
+checkpoint keeps across restarts. Serving reads one deployment's rows. A new deployment (a
+changed query, or a wiped checkpoint) rebuilds every day from Kafka under its own id while
+serving keeps reading the old one; at its first micro-batch that reaches the end of the
+topic it takes over in one transaction that also deletes the old deployment's rows, and the
+old deployment's sink refuses to write from then on. Nothing an old query wrote can leak.
+
+**Discarding.** A batch run that publishes cutoff D deletes the speed rows of days before D
+in the same transaction (``lambda_demo.batch.recompute``); the sink skips those days too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from psycopg2.extensions import cursor
+from psycopg2.extras import execute_values
+
+from lambda_demo import view
+from lambda_demo.clients import warehouse
+from lambda_demo.contract import ingest_time
+from lambda_demo.errors import LambdaDemoError
+from lambda_demo.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+
+_NO_WATERMARK = "1970-01-01T00:00:00.000Z"  # what Spark reports before it has a watermark
+
+
+class DeploymentRetired(LambdaDemoError):
+    """A speed query whose deployment a newer one replaced tried to write."""
+
+
+class CheckpointWithoutRows(LambdaDemoError):
+    """A checkpoint has progress that this warehouse never received (it was reset)."""
+
+
+def _deployment(batch: DataFrame) -> str:
+    """The id of the streaming query running this micro-batch (kept by its checkpoint)."""
+    return batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+
+
+class SpeedViewSink:
+    """``foreachBatch`` sink: absolute upserts plus the batch id, in one transaction."""
+
+    def __init__(self, settings: Settings, checkpoint: str) -> None:
+        self.settings = settings
+        self.checkpoint = checkpoint
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        deployment = _deployment(batch)
+        rows = [tuple(r) for r in batch.select("ingest_day", *view.COLUMNS).collect()]
+        conn = warehouse.connect(self.settings)
+        try:
+            with conn, conn.cursor() as cur:
+                warehouse.lock_speed_view(cur)
+                if not self._claim(cur, deployment, batch_id):
+                    logger.info("micro-batch %d already committed; skipping", batch_id)
+                    return
+                cur.execute("SELECT cutoff_day FROM batch_meta")
+                meta = cur.fetchone()
+                # Days the batch layer has absorbed are no longer the speed layer's.
+                rows = [r for r in rows if meta is None or r[0] >= meta[0]]
+                if rows:
+                    columns = ", ".join(("deployment", "ingest_day", *view.COLUMNS))
+                    updates = ", ".join(f"{m} = EXCLUDED.{m}" for m in view.MEASURE_NAMES)
+                    execute_values(
+                        cur,
+                        f"INSERT INTO speed_view ({columns}) VALUES %s "
+                        "ON CONFLICT (deployment, ingest_day, location) DO UPDATE SET "
+                        f"{updates}, updated_at = now()",
+                        [(deployment, *r) for r in rows],
+                    )
+                cur.execute(
+                    "UPDATE speed_deployments SET batch_id = %s, committed_at = now() "
+                    "WHERE deployment = %s",
+                    (batch_id, deployment),
+                )
+        finally:
+            conn.close()
+
+    def _claim(self, cur: cursor, deployment: str, batch_id: int) -> bool:
+        """Register a new deployment; False if ``batch_id`` is already committed.
+
+        The first deployment of a warehouse serves at once (there is nothing to protect);
+        any later one starts in the wings and takes over in `record_progress`. Raises
+        `DeploymentRetired` for a replaced deployment, and `CheckpointWithoutRows` for a
+        checkpoint whose earlier micro-batches this warehouse never saw: in update mode it
+        would write only the groups it changes from now on, and serving would under-count.
+        """
+        cur.execute(
+            "SELECT batch_id, retired_at FROM speed_deployments WHERE deployment = %s",
+            (deployment,),
+        )
+        row = cur.fetchone()
+        if row is None and batch_id > 0:
+            raise CheckpointWithoutRows(
+                f"The speed checkpoint {self.checkpoint} has processed micro-batches that this "
+                "warehouse never received (was it reset?). Delete that checkpoint directory: the "
+                "speed layer then rebuilds its view from Kafka."
+            )
+        if row is None:
+            cur.execute(
+                "INSERT INTO speed_deployments (deployment, checkpoint, serving) "
+                "SELECT %s, %s, NOT EXISTS (SELECT 1 FROM speed_deployments WHERE serving)",
+                (deployment, self.checkpoint),
+            )
+            return True
+        last, retired_at = row
+        if retired_at is not None:
+            raise DeploymentRetired(
+                f"The speed query with checkpoint {self.checkpoint} was replaced by a newer "
+                f"deployment at {retired_at:%Y-%m-%d %H:%M:%S}: delete that checkpoint "
+                "directory to deploy it again."
+            )
+        return batch_id > last
+
+
+class QuarantineSink:
+    """``foreachBatch`` sink for rejected records; idempotent by (partition, offset)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        rows = [
+            (r.kafka_partition, r.kafka_offset, ingest_time(r.ingest_ms), r.reason, r.raw_value)
+            for r in batch.select(
+                "kafka_partition", "kafka_offset", "ingest_ms", "reason", "raw_value"
+            ).collect()
+        ]
+        if not rows:
+            return
+        conn = warehouse.connect(self.settings)
+        try:
+            with conn, conn.cursor() as cur:
+                execute_values(
+                    cur,
+                    "INSERT INTO quarantine (layer, kafka_partition, kafka_offset, ingest_ts, "
+                    "reason, raw_value) VALUES %s ON CONFLICT DO NOTHING",
+                    rows,
+                    template="('speed', %s, %s, %s, %s, %s)",
+                )
+        finally:
+            conn.close()
+        logger.warning("quarantined %d records in micro-batch %d", len(rows), batch_id)
+
+
+def _offsets(sources: list[Mapping[str, Any]], field: str) -> dict[str, int] | None:
+    """``{partition: next offset}`` over every Kafka source of a progress report."""
+    merged: dict[str, int] = {}
+    for source in sources:
+        value = source.get(field)
+        if not value:
+            return None
+        for partitions in (json.loads(value) if isinstance(value, str) else value).values():
+            merged.update({str(p): int(o) for p, o in partitions.items()})
+    return merged
+
+
+def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
+    """Store a micro-batch's progress report; a deployment that has caught up takes over.
+
+    Caught up means the micro-batch ended at the newest offset of every partition. Taking
+    over is one transaction: this deployment serves, every other one retires, and their rows
+    are deleted - a reader sees the old deployment's rows or the new one's, never a mix.
+    Called for each report by a listener, and once more when a query stops; a report already
+    recorded is ignored.
+    """
+    deployment, batch_id = progress["id"], progress["batchId"]
+    ends = _offsets(progress.get("sources", []), "endOffset")
+    latest = _offsets(progress.get("sources", []), "latestOffset")
+    operators = progress.get("stateOperators") or []
+    watermark = (progress.get("eventTime") or {}).get("watermark")
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            warehouse.lock_speed_view(cur)
+            cur.execute(
+                "SELECT serving, retired_at, progress_batch_id, batch_id FROM speed_deployments "
+                "WHERE deployment = %s",
+                (deployment,),
+            )
+            row = cur.fetchone()
+            # Only micro-batches the sink committed, each once: Spark also reports a trigger
+            # that found nothing new, under the id the next micro-batch will have.
+            if row is None or not row[2] < batch_id <= row[3]:
+                return
+            serving, retired_at, _, _ = row
+            cur.execute(
+                "UPDATE speed_deployments SET progress_batch_id = %s, "
+                "end_offsets = COALESCE(%s, end_offsets), state_rows = COALESCE(%s, state_rows), "
+                "late_rows = late_rows + %s, watermark = COALESCE(%s, watermark) "
+                "WHERE deployment = %s",
+                (
+                    batch_id,
+                    json.dumps(ends) if ends is not None else None,
+                    sum(op["numRowsTotal"] for op in operators) if operators else None,
+                    sum(op.get("numRowsDroppedByWatermark", 0) for op in operators),
+                    None if watermark in (None, _NO_WATERMARK) else watermark,
+                    deployment,
+                ),
+            )
+            caught_up = (
+                ends is not None
+                and latest is not None
+                and all(ends.get(p, -1) >= offset for p, offset in latest.items())
+            )
+            if not serving and retired_at is None and caught_up:
+                _take_over(cur, deployment)
+    finally:
+        conn.close()
+
+
+def _take_over(cur: cursor, deployment: str) -> None:
+    """``deployment`` serves from now on; every deployment started before it retires and
+    its rows go, in the caller's transaction. A newer one still catching up is left alone."""
+    cur.execute(
+        "UPDATE speed_deployments SET serving = FALSE, retired_at = COALESCE(retired_at, now()) "
+        "WHERE deployment <> %(d)s AND started_at <= "
+        "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)",
+        {"d": deployment},
+    )
+    cur.execute("UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s", (deployment,))
+    cur.execute(
+        "DELETE FROM speed_view WHERE deployment IN "
+        "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
+    )
+    logger.info("speed deployment %s caught up and now serves", deployment)

@@ -1,0 +1,175 @@
+"""The speed layer's definition: read Kafka, validate, deduplicate, aggregate per day and location.
+
+Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries on one topic:
+
+* ``speed_view``: valid tweets, duplicates of a tweet id dropped, aggregated per (ingest day,
+  location) in *update* mode. Each micro-batch upserts the **absolute** totals of the groups
+  it changed and records its batch id in the same transaction, so a micro-batch replayed
+  after a crash rewrites the same values instead of counting twice.
+* ``speed_quarantine``: records that break the contract, with the raw bytes and the reason.
+
+Validation runs the package's own ``contract.parse_record`` on Arrow batches
+(``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules.
+
+**What keeps the state small.** The speed layer only has to cover what the batch layer has
+not absorbed yet, so it must forget. Each day is an event-time window on the ingest time,
+and the query carries a watermark `WATERMARK` behind the newest ingest time it has seen.
+Once the watermark passes the end of a day, Spark evicts that day's groups from its state
+(so at most three days of groups are held: the day that is closing, today, and briefly the
+day before), and the deduplication forgets a tweet id once the watermark has passed its
+ingest time plus `WATERMARK` (so about two days of ids). However long the stream runs, the
+state stays that size (``lambda-demo status`` shows ``state_rows``). 25 hours, because a
+duplicate delivery may come a day late, across midnight, and must still be recognised.
+
+**Records later than the watermark** are dropped by Spark: the speed layer has already
+forgotten their day. Nothing is lost: the master dataset has them, and the next batch run
+whose cutoff is past their day counts them. ``check`` says so when that is the only
+difference (Spark counts them as ``late_rows``).
+
+**One far-future record cannot switch the speed layer off.** A watermark follows the newest
+ingest time, so one record stamped next year would make every later record "late". Each
+Kafka partition therefore gets its own watermark, and the query's watermark is the *minimum*
+of them (Spark's default policy for several inputs): one foreign record moves only its own
+partition's watermark. (A producer writing such records into every partition would move it;
+the records are still counted, by the batch layer, and ``status`` shows the watermark.) The
+price: Spark counts a partition that has received nothing since the query started as being
+at time zero, so the watermark, and with it the eviction, waits until every partition of
+the topic has delivered a valid tweet in the current run. A live topic keyed by tweet id
+fills every partition within seconds; a topic with an idle partition keeps its state.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from lambda_demo import view
+from lambda_demo.clients import kafka_io
+from lambda_demo.contract import Rejected, parse_record
+from lambda_demo.errors import LambdaDemoError
+from lambda_demo.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+WATERMARK = "25 hours"
+"""How far behind the newest ingest time the speed layer still accepts a record."""
+
+
+DAY = "1 day"
+
+PARSED_SCHEMA = (
+    "kafka_partition int, kafka_offset long, ingest_ms long, reason string, "
+    "raw_value binary, tweet_id string, location string, "
+    "followers_count long, like_count long, retweet_count long"
+)
+_FLAT_FIELDS = ["tweet_id", "location", "followers_count", "like_count", "retweet_count"]
+
+
+def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Apply the ingestion contract to Kafka rows (runs in Spark's Python workers)."""
+    import pandas as pd
+
+    for batch in batches:
+        out: dict[str, list] = {name: [] for name in ("reason", "raw_value", *_FLAT_FIELDS)}
+        for value, ingest_ms in zip(batch["value"], batch["ingest_ms"], strict=True):
+            parsed = parse_record(value, int(ingest_ms))
+            valid = not isinstance(parsed, Rejected)
+            out["reason"].append(None if valid else parsed.reason)
+            out["raw_value"].append(None if valid else value)
+            for name in _FLAT_FIELDS:
+                out[name].append(getattr(parsed, name) if valid else None)
+        frame = pd.DataFrame(
+            {
+                "kafka_partition": batch["partition"].astype("int32"),
+                "kafka_offset": batch["offset"],
+                "ingest_ms": batch["ingest_ms"],
+            }
+        )
+        for name, values in out.items():
+            # Nullable Int64, not float64: sums and counts beyond 2**53 must stay exact.
+            dtype = "Int64" if name.endswith("_count") else "object"
+            frame[name] = pd.Series(values, dtype=dtype, index=frame.index)
+        yield frame
+
+
+def topic_partitions(settings: Settings) -> list[int]:
+    """The partitions of the ``tweets`` topic, or an error that says what to do."""
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-speed")
+    try:
+        ids = consumer.partitions_for_topic(settings.topic)
+    finally:
+        consumer.close()
+    if not ids:
+        raise LambdaDemoError(
+            f"Topic {settings.topic!r} does not exist: start the stack (`lambda-demo stack up`) "
+            "or check LAMBDA_DEMO_TOPIC."
+        )
+    return sorted(ids)
+
+
+def parsed_stream(
+    spark: SparkSession, settings: Settings, *, partition: int | None = None
+) -> DataFrame:
+    """Kafka rows with the contract applied: one output row per input record.
+
+    ``partition`` reads one partition of the topic only (see `valid_tweets`).
+    """
+    from pyspark.sql import functions as F
+
+    source = (
+        {"assign": json.dumps({settings.topic: [partition]})}
+        if partition is not None
+        else {"subscribe": settings.topic}
+    )
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
+        .options(**source)
+        .option("startingOffsets", "earliest")
+        .option("failOnDataLoss", "true")
+        .option("maxOffsetsPerTrigger", 200_000)
+        .load()
+        # Milliseconds, not timestamps, cross into Python: pandas timestamps end in 2262, and
+        # a foreign producer may stamp a record in year 9999.
+        .select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
+        .mapInPandas(validate_batches, schema=PARSED_SCHEMA)
+        .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
+    )
+
+
+def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Valid tweets with their ingest time, each Kafka partition under its own watermark.
+
+    Invalid records are filtered out *before* the watermark, so a quarantined timestamp
+    cannot move it; one input per partition, so one far-ahead record moves only its own.
+    """
+    branches = [
+        parsed_stream(spark, settings, partition=p)
+        .where("reason IS NULL")
+        .withWatermark("ingest_ts", WATERMARK)
+        for p in topic_partitions(settings)
+    ]
+    return functools.reduce(lambda a, b: a.unionByName(b), branches)
+
+
+def speed_aggregates(tweets: DataFrame) -> DataFrame:
+    """Deduplicate within the watermark, then the view's measures per (ingest day, location).
+
+    The day is a one-day event-time window on the ingest time (UTC, as the session's time
+    zone is), so Spark knows when a day is complete and evicts its groups.
+    """
+    from pyspark.sql import functions as F
+
+    return (
+        tweets.dropDuplicatesWithinWatermark(["tweet_id"])
+        .groupBy(F.window("ingest_ts", DAY).alias("day"), view.KEY)
+        .agg(*view.spark_aggregates())
+        .select(F.to_date("day.start").alias("ingest_day"), *view.COLUMNS)
+    )

@@ -15,7 +15,7 @@ from lambda_demo.clients.spark import get_spark
 from lambda_demo.contract import FlatTweet, parse_api_tweet
 from lambda_demo.ingestion.handler import TweetHandler
 from lambda_demo.ingestion.replay import read_lines
-from lambda_demo.serving.reads import reads
+from lambda_demo.serving import reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import await_first_batch, start_queries
 

@@ -117,7 +117,7 @@ def _speed(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from lambda_demo.serving.reads import reads
+    from lambda_demo.serving import reads
 
     frame = reads.top(args.top, by=args.by) if args.top is not None else reads.serving_view()
     if args.top is None:

@@ -24,7 +24,7 @@ from lambda_demo.clients import kafka_io, warehouse
 from lambda_demo.contract import ingest_time
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import from_millis
-from lambda_demo.serving.reads import reads
+from lambda_demo.serving import reads
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from lambda_demo import view
 from lambda_demo.clients import kafka_io
 from lambda_demo.contract import Rejected, parse_record
-from lambda_demo.serving.reads import reads
+from lambda_demo.serving import reads
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
 

@@ -30,8 +30,8 @@ from lambda_demo.clients import warehouse
 from lambda_demo.ingestion.clock import SimulatedClock
 from lambda_demo.ingestion.handler import IngestCounts
 from lambda_demo.ingestion.replay import replay
+from lambda_demo.serving import reads
 from lambda_demo.serving.check import CheckResult, check
-from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
 

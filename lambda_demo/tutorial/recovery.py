@@ -18,7 +18,7 @@ from lambda_demo import view
 from lambda_demo.batch.loader import load
 from lambda_demo.batch.recompute import recompute
 from lambda_demo.clients import warehouse
-from lambda_demo.serving.reads import reads
+from lambda_demo.serving import reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import run_speed
 

@@ -28,8 +28,8 @@ from lambda_demo.clients.kafka_io import MAX_RECORD_BYTES
 from lambda_demo.contract import FlatTweet
 from lambda_demo.ingestion.clock import SimulatedClock, to_millis
 from lambda_demo.ingestion.replay import replay
+from lambda_demo.serving import reads
 from lambda_demo.serving.check import check
-from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import run_speed
 from lambda_demo.status import status

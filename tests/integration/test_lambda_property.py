@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from lambda_demo.batch.run import run_batch
 from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.contract import MAX_COUNT
-from lambda_demo.serving.reads import check, reads
+from lambda_demo.serving import check, reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import run_speed
 

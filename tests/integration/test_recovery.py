@@ -8,7 +8,7 @@ import pytest
 from helpers import DAY0, Delivery, as_dict, expected_view, produce, tweet
 
 from lambda_demo.batch.run import run_batch
-from lambda_demo.serving.reads import check
+from lambda_demo.serving import check
 from lambda_demo.settings import Settings
 from lambda_demo.tutorial import recovery
 

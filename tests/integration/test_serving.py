@@ -15,7 +15,7 @@ from lambda_demo.batch.run import run_batch
 from lambda_demo.clients import warehouse
 from lambda_demo.contract import MAX_COUNT
 from lambda_demo.errors import LambdaDemoError
-from lambda_demo.serving.reads import check, reads
+from lambda_demo.serving import check, reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import run_speed
 

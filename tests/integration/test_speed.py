@@ -17,8 +17,8 @@ from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, pro
 from lambda_demo.batch.recompute import CutoffMovedBack
 from lambda_demo.batch.run import run_batch
 from lambda_demo.clients import warehouse
+from lambda_demo.serving import reads
 from lambda_demo.serving.check import check
-from lambda_demo.serving.reads import reads
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import run_speed, start_queries, stop_queries
 from lambda_demo.speed.sink import DeploymentRetired, record_progress

@@ -27,6 +27,7 @@ from lambda_demo.stack.process import (
     start_detached,
     started_at,
     stop,
+    write_private,
 )
 from lambda_demo.stack.services import SERVICES, Service
 
@@ -56,11 +57,7 @@ def _load(settings: Settings) -> dict:
 
 
 def _save(settings: Settings, state: dict) -> None:
-    settings.state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = settings.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(settings.state_file)
+    write_private(settings.state_file, json.dumps(state, indent=2))  # it holds the passwords
 
 
 def up(settings: Settings | None = None) -> list[ServiceStatus]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lambda_demo.errors import StackError
+from lambda_demo.errors import JavaMissingError, StackError
 from lambda_demo.settings import Settings
 from lambda_demo.stack import doctor, jvm, manager, prefetch
 from lambda_demo.stack.doctor import GB, Problem, Verdict
@@ -309,6 +309,22 @@ def test_live_checks_are_skipped_when_a_prerequisite_is_red(
 
 
 # --- the same rules in `stack status` and in the JVM starters -----------------------------------
+
+
+def test_jvm_starters_refuse_a_missing_or_old_java_in_the_rules_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jvm, "java_major", lambda: 11)
+    with pytest.raises(JavaMissingError) as old:
+        jvm.java_version()
+    assert str(old.value).startswith("Java 11 found, but 17+ is needed. Install OpenJDK 17 (")
+    monkeypatch.setattr(jvm, "java_major", lambda: None)
+    with pytest.raises(JavaMissingError) as missing:
+        jvm.java_version()
+    assert str(missing.value).startswith("no `java` on the PATH (Java 17+ is needed")
+    # Too new for Spark is a warning (doctor, stack status), not a refusal to start Kafka.
+    monkeypatch.setattr(jvm, "java_major", lambda: 25)
+    assert jvm.java_version() == 25
 
 
 def test_status_puts_the_java_problem_on_the_jvm_services_only(

@@ -183,8 +183,8 @@ def test_spark_without_java_says_what_to_install(tmp_path) -> None:
     code = "from lambda_demo.clients.spark import get_spark; get_spark()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0
-    assert "JavaMissingError: Java 17+ is needed" in done.stderr
-    assert "install OpenJDK 17" in done.stderr
+    assert "JavaMissingError: no `java` on the PATH (Java 17+ is needed" in done.stderr
+    assert "Install OpenJDK 17" in done.stderr
 
 
 def _spread(first_id: int, start: datetime, n: int, places: list[str]) -> list[Delivery]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IVY_SETTINGS = Path(__file__).resolve().parent / "stack" / "ivysettings.xml"
+IVY_SETTINGS = Path(__file__).resolve().parent.parent / "stack" / "ivysettings.xml"
 
 SESSION_TIME_ZONE = INGEST_DAY_ZONE.tzname(None)
 """Spark SQL's session time zone: ``contract.INGEST_DAY_ZONE``'s name ("UTC")."""

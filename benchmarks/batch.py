@@ -12,6 +12,7 @@ from benchmarks.common import isolated, profiled, summary, timed
 from lambda_demo import view
 from lambda_demo.batch import archiver, loader, recompute
 from lambda_demo.clients import warehouse
+from lambda_demo.contract import sql_batch_days
 from lambda_demo.settings import Settings
 from lambda_demo.stack.services import _pg_bin
 
@@ -143,12 +144,13 @@ def recompute_1m(home: Path, *, tweets: int, repeats: int) -> tuple[dict, Settin
     sql(
         settings,
         "CREATE TABLE deduplicated AS SELECT DISTINCT ON (tweet_id) * FROM raw_tweets "
-        "ORDER BY tweet_id, ingest_ts, kafka_partition, kafka_offset",
+        f"ORDER BY tweet_id, {recompute.RAW_DELIVERY.sql_order_by()}",
     )
     sql(settings, "ANALYZE deduplicated")
+    cutoff = f"DATE '{CUTOFF.isoformat()}'"
     plain = (
         f"SELECT {view.KEY}, {view.sql_select_list()} FROM deduplicated "
-        f"WHERE ingest_day < DATE '{CUTOFF.isoformat()}' GROUP BY {view.KEY}"
+        f"WHERE {sql_batch_days('ingest_day', cutoff)} GROUP BY {view.KEY}"
     )
     ours, baseline = [], []
     for _ in range(repeats):

@@ -4,8 +4,10 @@ The live producer, the replay tool, the speed layer and the batch layer must agr
 valid tweet is and on how a tweet's location becomes a grouping key; if they did not, the
 batch and speed views would disagree for reasons that have nothing to do with the Lambda
 Architecture. So the rules live here, as pure functions without I/O, and every layer imports
-them. Nothing in this module raises on bad input: garbage becomes a `Rejected` value with a
-machine-readable reason, so a dead-letter queue can count reasons and a learner can read why.
+them: which records are valid, and (at the end of this module) which delivery of a tweet
+counts, on which day, and which layer serves that day. Nothing in this module raises on bad
+input: garbage becomes a `Rejected` value with a machine-readable reason, so a dead-letter
+queue can count reasons and a learner can read why.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import json
 import re
 import reprlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import tweepy
 
-from lambda_demo.ingestion.clock import from_millis, to_millis
+from lambda_demo.ingestion.clock import format_utc, from_millis, to_millis
 
 UNKNOWN_LOCATION = "(unknown)"
 """The location key for authors whose location is missing, null, not a string or blank."""
@@ -225,7 +227,8 @@ def ingest_time_rejection(ingest_ms: int) -> Rejected | None:
         return None
     return Rejected(
         "bad_ingest_time",
-        f"Kafka timestamp {ingest_ms} ms is outside {FIRST_TWEET:%Y-%m-%d}..9999-12-31",
+        f"Kafka timestamp {ingest_ms} ms is outside "
+        f"{FIRST_TWEET.date().isoformat()}..{LAST_INGEST.date().isoformat()}",
     )
 
 
@@ -242,6 +245,87 @@ def parse_record(value: bytes | None, ingest_ms: int) -> FlatTweet | Rejected:
     then the value, with `parse_flat`'s reasons.
     """
     return ingest_time_rejection(ingest_ms) or parse_flat(value)
+
+
+# Which delivery counts, on which day, and which layer serves that day. Each rule is written
+# once here; every layer renders it (SQL text, pandas sort keys, Spark's session time zone)
+# from these definitions rather than restating it.
+
+FIRST_DELIVERY_ORDER: tuple[str, ...] = ("ingest_time", "partition", "offset")
+"""First delivery wins: of a tweet id's deliveries, the one that sorts first by these wins.
+
+A tweet delivered twice counts once, at its *first* delivery: the smallest Kafka ingest
+time, then the smallest partition, then the smallest offset (ascending, lexicographically).
+Its location, counts and ingest day are that delivery's. The batch recompute (SQL over
+``raw_tweets``) and ``check`` (pandas over the topic) both sort by
+`DeliveryColumns.first_delivery_order`, their own column names in this order.
+
+**The speed layer's one difference.** Spark's ``dropDuplicatesWithinWatermark`` keeps the
+delivery it *processes* first, and remembers a tweet id only until its watermark passes
+that delivery's ingest time plus ``speed.stream.WATERMARK``. The handler keys records by
+tweet id, so every delivery of a tweet lands in one partition, which Spark reads in offset
+order, and the handler's ingest clock does not run backwards: the first processed is the
+first delivery. A foreign producer (another partition, or an earlier timestamp at a later
+offset) or a duplicate more than ``WATERMARK`` after the first can make the speed view count
+a tweet at another delivery, or twice; the next batch run whose cutoff passes those days
+counts it once, in this order.
+"""
+
+
+@dataclass(frozen=True)
+class DeliveryColumns:
+    """Where one layer keeps a delivery's Kafka coordinates, named by meaning."""
+
+    ingest_time: str
+    partition: str
+    offset: str
+
+    def first_delivery_order(self) -> list[str]:
+        """The columns to sort by, ascending, so each tweet's first delivery comes first."""
+        return [getattr(self, meaning) for meaning in FIRST_DELIVERY_ORDER]
+
+    def sql_order_by(self) -> str:
+        """`first_delivery_order` as the list of an SQL ``ORDER BY``."""
+        return ", ".join(self.first_delivery_order())
+
+
+INGEST_DAY_ZONE = UTC
+"""A record's day is the UTC day of its Kafka ingest timestamp.
+
+Not ``created_at`` (the author's clock, and any producer's word), not the wall clock: the
+ingest time is the one timestamp every layer reads from the same Kafka record. Python
+layers (archiver, loader, the pipeline clock) call `ingest_day`; Spark's SQL session time
+zone is this zone (``lambda_demo.clients.spark``), so its ``to_date`` and day windows agree.
+"""
+
+
+def ingest_day_of(moment: datetime) -> date:
+    """The day an aware instant falls on, under `INGEST_DAY_ZONE`."""
+    return moment.astimezone(INGEST_DAY_ZONE).date()
+
+
+def ingest_day(ingest_ms: int) -> date:
+    """A record's day: the UTC day of its Kafka ingest timestamp (epoch milliseconds)."""
+    return ingest_day_of(from_millis(ingest_ms))
+
+
+def served_by_batch(day: date, cutoff: date | None) -> bool:
+    """The split at the cutoff D: the batch view serves ingest days before D, the speed view
+    serves D and every later day (and every day before the first batch run, ``None``).
+
+    Each day is served by exactly one layer, so no tweet is counted on both sides.
+    """
+    return cutoff is not None and day < cutoff
+
+
+def sql_batch_days(day: str, cutoff: str) -> str:
+    """`served_by_batch` as an SQL condition on two SQL expressions (a NULL cutoff: false)."""
+    return f"{day} < {cutoff}"
+
+
+def sql_speed_days(day: str, cutoff: str) -> str:
+    """The complement of `sql_batch_days`, also for a NULL cutoff (no batch run yet)."""
+    return f"({sql_batch_days(day, cutoff)}) IS NOT TRUE"
 
 
 def due_time(raw: bytes | str, parsed: FlatTweet | Rejected | None = None) -> datetime | None:
@@ -298,13 +382,13 @@ def _flat_from_api(obj: dict[str, Any]) -> FlatTweet:
             "bad_text", f"data.text must be a string, got {_show(data.get('text'))}"
         )
 
-    tweet, user = _models(data, user_data, created_at=_format_utc(created_at))
+    tweet, user = _models(data, user_data, created_at=format_utc(created_at))
     entities = tweet.entities if isinstance(tweet.entities, dict) else {}
     hashtags = entities.get("hashtags")
     return _refuse_nul(
         FlatTweet(
             tweet_id=tweet_id,  # the original digits: tweepy's int would drop leading zeros
-            created_at=_format_utc(tweet.created_at),
+            created_at=format_utc(tweet.created_at),
             author_id=author_id,
             location=location_key(user.location),
             followers_count=user.public_metrics["followers_count"],
@@ -470,15 +554,6 @@ def _parse_any_offset(value: str) -> datetime | None:
         return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
     except (ValueError, OverflowError):  # OverflowError: "0001-01-01T00:00:00+05:00"
         return None
-
-
-def _format_utc(moment: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.fffZ``; formatted by hand since strftime drops a year's zeros."""
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
-        f"{moment.microsecond // 1000:03d}Z"
-    )
 
 
 def _scrub(value: str) -> str:

@@ -14,29 +14,24 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 import psycopg2
 from botocore.exceptions import BotoCoreError
-from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from lambda_demo.batch.archiver import list_archived
 from lambda_demo.clients import kafka_io, storage, warehouse
 from lambda_demo.errors import StackError
+from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings, get_settings
 
 
 def topic_offsets(settings: Settings, topic: str) -> dict[str, tuple[int, int]]:
     """``{partition: (first offset, end offset)}`` of one topic (empty if it does not exist)."""
-    consumer = kafka_io.consumer(settings, client_id="lambda-demo-status")
-    with contextlib.closing(consumer):
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        begins = consumer.beginning_offsets(partitions)
-        ends = consumer.end_offsets(partitions)
-    return {str(tp.partition): (begins[tp], ends[tp]) for tp in partitions}
+    offsets = kafka_io.partition_offsets(settings, topic)
+    return {str(partition): span for partition, span in offsets.items()}
 
 
 def _one(query: str, settings: Settings) -> tuple:
@@ -64,7 +59,7 @@ def speed_figures(settings: Settings) -> dict[str, Any]:
         "days": [day.isoformat() for day in row["days"] or []],
         "state_rows": None if row["state_rows"] is None else int(row["state_rows"]),
         "late_rows": None if row["late_rows"] is None else int(row["late_rows"]),
-        "watermark": None if row["watermark"] is None else row["watermark"].isoformat(),
+        "watermark": None if row["watermark"] is None else format_utc(row["watermark"]),
         "end_offsets": json.loads(row["end_offsets"]) if row["end_offsets"] else {},
     }
 
@@ -93,8 +88,7 @@ def _figures(settings: Settings) -> dict[str, Any]:
     )
     cutoff, batch_tweets, batch_locations = _one(
         "SELECT (SELECT cutoff_day FROM batch_meta), "
-        "COALESCE(SUM(tweet_count), 0), COUNT(*) FROM batch_view "
-        "WHERE run_id = (SELECT run_id FROM batch_meta)",
+        "COALESCE(SUM(tweet_count), 0), COUNT(*) FROM batch_serving",
         settings,
     )
     serving_tweets, serving_locations = _one(

@@ -28,7 +28,6 @@ import gzip
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -40,9 +39,8 @@ from kafka.structs import OffsetAndMetadata
 from tqdm import tqdm
 
 from lambda_demo.clients import kafka_io, storage
-from lambda_demo.contract import MAX_INGEST_MS, MIN_INGEST_MS
+from lambda_demo.contract import MAX_INGEST_MS, MIN_INGEST_MS, ingest_day
 from lambda_demo.errors import LambdaDemoError
-from lambda_demo.ingestion.clock import from_millis
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -52,7 +50,6 @@ PREFIX = "tweets/"
 MAX_RECORDS_PER_OBJECT = 50_000
 """Caps an object at a few tens of MB in memory and lets the loader commit in steps."""
 
-_IDLE_TIMEOUT_SECONDS = 60.0
 _KEY = re.compile(
     r"tweets/ingest_date=(\d{4}-\d{2}-\d{2})/partition=(\d+)/offsets-(\d{12})-(\d{12})\.jsonl\.gz"
 )
@@ -149,7 +146,9 @@ def archive(
         total = sum(max(0, targets[tp] - starts[tp]) for tp in partitions)
         with tqdm(total=total, desc="archive", unit="rec", disable=not progress) as bar:
             for tp in partitions:
-                records = _read(consumer, tp, start=starts[tp], target=targets[tp])
+                records = kafka_io.read_range(
+                    settings, tp.topic, tp.partition, starts[tp], targets[tp], consumer=consumer
+                )
                 for chunk in _chunks(records, max_records=max_records_per_object):
                     key = _put(s3, settings.s3_bucket, chunk)
                     written += 1
@@ -175,34 +174,6 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(ids)]
 
 
-def _read(
-    consumer: KafkaConsumer, tp: TopicPartition, *, start: int, target: int
-) -> Iterator[ConsumerRecord]:
-    """Records ``start..target-1`` of one partition, in offset order.
-
-    ``assign`` + ``seek`` rather than ``subscribe``: no group rebalance can move partitions
-    away mid-run, and the run reads exactly the range it decided on.
-    """
-    if start >= target:
-        return
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    idle_since = time.monotonic()
-    while consumer.position(tp) < target:
-        batch = consumer.poll(timeout_ms=1000).get(tp, [])
-        if batch:
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since > _IDLE_TIMEOUT_SECONDS:
-            raise LambdaDemoError(
-                f"No records from {tp.topic}[{tp.partition}] for {_IDLE_TIMEOUT_SECONDS:.0f} s "
-                f"at offset {consumer.position(tp)} (target {target}): is Kafka up?"
-            )
-        for record in batch:
-            if record.offset >= target:
-                return
-            yield record
-
-
 def _chunks(
     records: Iterable[ConsumerRecord], *, max_records: int
 ) -> Iterator[list[ConsumerRecord]]:
@@ -220,8 +191,7 @@ def _chunks(
 def _ingest_date(record: ConsumerRecord) -> date:
     """The record's UTC ingest day; a timestamp no tweet can have files under the nearest
     day a tweet can (the loader quarantines it): the master dataset still keeps it."""
-    clamped = min(max(record.timestamp, MIN_INGEST_MS), MAX_INGEST_MS)
-    return from_millis(clamped).date()
+    return ingest_day(min(max(record.timestamp, MIN_INGEST_MS), MAX_INGEST_MS))
 
 
 def _put(s3: BaseClient, bucket: str, chunk: list[ConsumerRecord]) -> str:

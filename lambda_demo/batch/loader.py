@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from lambda_demo.batch.archiver import decode_bytes, list_archived
 from lambda_demo.clients import storage, warehouse
-from lambda_demo.contract import Rejected, ingest_time, parse_record
+from lambda_demo.contract import Rejected, ingest_day_of, ingest_time, parse_record
 from lambda_demo.errors import SettingsError
 from lambda_demo.ingestion.clock import from_millis, to_millis
 from lambda_demo.settings import Settings, get_settings
@@ -144,7 +144,7 @@ def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quaran
             (
                 flat.tweet_id,
                 ingest_ts,
-                ingest_ts.date(),
+                ingest_day_of(ingest_ts),
                 line["partition"],
                 line["offset"],
                 flat.created_at,

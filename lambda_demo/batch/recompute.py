@@ -7,9 +7,10 @@ was wrong before (a bug, a late duplicate) is simply gone after the next run.
 Two rules make the numbers right:
 
 * **Deduplicate first, then cut.** A tweet delivered twice counts once, and its *first*
-  delivery wins: the smallest (ingest time, partition, offset). Only then are the days
-  before the cutoff D kept. Cutting first would let a tweet delivered on D-1 and again on D
-  count on both sides: in the batch view for D-1 and in the speed view for D.
+  delivery wins (``contract.FIRST_DELIVERY_ORDER``: the smallest ingest time, partition,
+  offset). Only then are the days the batch view serves kept (``contract.served_by_batch``:
+  the days before the cutoff D). Cutting first would let a tweet delivered on D-1 and again
+  on D count on both sides: in the batch view for D-1 and in the speed view for D.
 * **One transaction.** The new run's rows, the pointer in ``batch_meta``, the removal of
   the previous run's rows and of the speed rows for days before D commit together, so
   ``serving_view`` always reads exactly one complete run: the old one until the commit, the
@@ -34,10 +35,19 @@ from psycopg2.extensions import cursor
 
 from lambda_demo import view
 from lambda_demo.clients import warehouse
+from lambda_demo.contract import DeliveryColumns, sql_batch_days
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+RAW_DELIVERY = DeliveryColumns(
+    ingest_time="ingest_ts", partition="kafka_partition", offset="kafka_offset"
+)
+"""Where ``raw_tweets`` keeps each delivery's Kafka coordinates."""
+
+_DELETE_ABSORBED_SPEED_DAYS = f"DELETE FROM speed_view WHERE {sql_batch_days('ingest_day', '%s')}"
 
 
 class CutoffMovedBack(LambdaDemoError):
@@ -62,8 +72,8 @@ class RecomputeResult:
 
 def new_run_id(now: datetime | None = None) -> str:
     """``YYYYmmddTHHMMSS-<8 hex>``: sorts by start time, and two runs never collide."""
-    moment = now or datetime.now(UTC)
-    return f"{moment:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    stamp = format_utc(now or datetime.now(UTC))  # 2024-03-04T05:06:07.000Z
+    return f"{stamp[:19].replace('-', '').replace(':', '')}-{uuid.uuid4().hex[:8]}"
 
 
 def batch_view_sql() -> str:
@@ -83,11 +93,11 @@ FROM (
     SELECT {view.KEY}, ingest_day, {fields},
            ROW_NUMBER() OVER (
                PARTITION BY tweet_id
-               ORDER BY ingest_ts, kafka_partition, kafka_offset
+               ORDER BY {RAW_DELIVERY.sql_order_by()}
            ) AS delivery
     FROM raw_tweets
 ) AS deliveries
-WHERE delivery = 1 AND ingest_day < %(cutoff)s
+WHERE delivery = 1 AND {sql_batch_days("ingest_day", "%(cutoff)s")}
 GROUP BY {view.KEY}
 """
 
@@ -122,7 +132,7 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
                 "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%s, %s)", (run_id, cutoff)
             )
             cur.execute("DELETE FROM batch_view WHERE run_id <> %s", (run_id,))
-            cur.execute("DELETE FROM speed_view WHERE ingest_day < %s", (cutoff,))
+            cur.execute(_DELETE_ABSORBED_SPEED_DAYS, (cutoff,))
             cur.execute(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(tweet_count), 0) AS BIGINT) "
                 "FROM batch_view WHERE run_id = %s",

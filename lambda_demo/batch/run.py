@@ -11,19 +11,18 @@ cannot move records between the two views.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from lambda_demo.batch import archiver, loader, recompute
 from lambda_demo.clients import kafka_io, warehouse
-from lambda_demo.contract import ingest_time
+from lambda_demo.contract import ingest_day, ingest_day_of, ingest_time
 from lambda_demo.errors import LambdaDemoError
-from lambda_demo.ingestion.clock import from_millis
+from lambda_demo.ingestion.clock import wait_until
 from lambda_demo.serving import reads
 from lambda_demo.settings import Settings, get_settings
 
@@ -31,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_WAIT_SECONDS = 30.0
 _LOCK_NAME = "lambda_demo.batch"
-_READ_TIMEOUT_SECONDS = 30.0
 
 
 class BatchBusyError(LambdaDemoError):
@@ -112,58 +110,51 @@ def batch_lock(settings: Settings, *, wait_seconds: float) -> Iterator[None]:
     conn = warehouse.connect(settings, autocommit=True)
     with closing(conn), conn.cursor() as cur:
         key = f"{_LOCK_NAME}:{settings.warehouse_schema}"
-        deadline = time.monotonic() + wait_seconds
-        while True:
+
+        def locked() -> bool:
             cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-            if cur.fetchone()[0]:
-                break
-            if time.monotonic() >= deadline:
-                raise BatchBusyError(
-                    f"Another batch run is using schema {settings.warehouse_schema!r} and did "
-                    f"not finish within {wait_seconds:.0f} s. Let it finish, then run again."
-                )
-            time.sleep(0.5)
+            return bool(cur.fetchone()[0])
+
+        wait_until(
+            locked,
+            wait_seconds,
+            f"the batch run that holds schema {settings.warehouse_schema!r} to finish",
+            hint="Another batch run is using that schema: let it finish, then run again.",
+            error=BatchBusyError,
+        )
         yield
 
 
 def pipeline_day(settings: Settings | None = None) -> date:
-    """The UTC day of the pipeline clock: the earliest of each partition's last record.
+    """The day (``contract.ingest_day``) of the pipeline clock: the earliest of each
+    partition's last record.
 
-    Empty partitions do not count; falls back to today's UTC date when the topic is empty.
+    Empty partitions do not count; falls back to today's day when the topic is empty.
     """
     settings = settings or get_settings()
     consumer = kafka_io.consumer(settings, client_id="lambda-demo-pipeline-clock")
     with closing(consumer):
-        ids = consumer.partitions_for_topic(settings.topic) or set()
-        partitions = [TopicPartition(settings.topic, p) for p in sorted(ids)]
-        begins = consumer.beginning_offsets(partitions)
-        ends = consumer.end_offsets(partitions)
+        offsets = kafka_io.partition_offsets(settings, settings.topic, consumer=consumer)
         stamps = [
-            _last_timestamp(consumer, tp, end=ends[tp])
-            for tp in partitions
-            if ends[tp] > begins[tp]
+            _last_timestamp(settings, consumer, partition, end=end)
+            for partition, (begin, end) in offsets.items()
+            if end > begin
         ]
     known = [stamp for stamp in stamps if stamp is not None and ingest_time(stamp) is not None]
     if not known:
-        return datetime.now(UTC).date()
-    return from_millis(min(known)).date()
+        return ingest_day_of(datetime.now(UTC))
+    return ingest_day(min(known))
 
 
-def _last_timestamp(consumer: KafkaConsumer, tp: TopicPartition, *, end: int) -> int | None:
+def _last_timestamp(
+    settings: Settings, consumer: KafkaConsumer, partition: int, *, end: int
+) -> int | None:
     """The timestamp of the record at ``end - 1``; None if that offset holds no record.
 
     (A transactional producer's commit marker occupies an offset but is not a record.)
     """
-    consumer.assign([tp])
-    consumer.seek(tp, end - 1)
-    deadline = time.monotonic() + _READ_TIMEOUT_SECONDS
-    while consumer.position(tp) < end:
-        if time.monotonic() > deadline:
-            raise LambdaDemoError(
-                f"Could not read the last record of {tp.topic}[{tp.partition}] within "
-                f"{_READ_TIMEOUT_SECONDS:.0f} s: is Kafka up?"
-            )
-        for record in consumer.poll(timeout_ms=1000).get(tp, []):
-            if record.offset == end - 1:
-                return record.timestamp
+    for record in kafka_io.read_range(
+        settings, settings.topic, partition, end - 1, end, consumer=consumer
+    ):
+        return record.timestamp
     return None

@@ -1,19 +1,25 @@
-"""Kafka clients configured from settings: admin, producer and consumer factories.
+"""Kafka clients configured from settings, and the one way to read a range of a partition.
 
 Every layer gets its clients here, so the addresses (embedded, docker or a real cluster) are
-decided in one place.
+decided in one place. Every layer that reads records by offset (the archiver, ``check``, the
+pipeline clock, the replay's resume, the notebooks' peek) reads them with `read_range`,
+under its one timeout policy, and asks for a topic's offsets with `partition_offsets`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
+from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -83,3 +89,89 @@ def consumer(settings: Settings | None = None, **overrides: Any) -> KafkaConsume
     }
     config.update(overrides)
     return KafkaConsumer(**config)
+
+
+READ_TIMEOUT_SECONDS = 60.0
+"""`read_range`'s one timeout: how long a read may make no progress before it gives up."""
+
+_POLL_MS = 1000
+_POLL_RECORDS = 10_000
+
+
+def partition_offsets(
+    settings: Settings, topic: str, *, consumer: KafkaConsumer | None = None
+) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, end offset)}`` of ``topic`` in partition order; empty if
+    the topic does not exist. ``end - first`` records are in a partition."""
+    own = consumer is None
+    if consumer is None:
+        consumer = _open_reader(settings, "lambda-demo-offsets")
+    try:
+        ids = consumer.partitions_for_topic(topic) or set()
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        begins = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+    finally:
+        if own:
+            consumer.close()
+    return {tp.partition: (begins[tp], ends[tp]) for tp in partitions}
+
+
+def read_range(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    *,
+    consumer: KafkaConsumer | None = None,
+    timeout_seconds: float = READ_TIMEOUT_SECONDS,
+) -> Iterator[ConsumerRecord]:
+    """The records at offsets ``[start, end)`` of one partition, in offset order.
+
+    ``assign`` + ``seek`` rather than ``subscribe``: no consumer group rebalance can move the
+    partition away mid-read, nobody's committed offsets change, and the read covers exactly
+    the range asked for. An offset that holds no record (a transaction marker) is skipped:
+    the read ends when the consumer's position reaches ``end``.
+
+    Pass ``consumer`` to read with one already open (it is left open, assigned to this
+    partition); else one is opened and closed here. The timeout policy: the read gives up
+    with a `LambdaDemoError` that says where it stopped when its position has not moved for
+    ``timeout_seconds`` - a deadline that each record read pushes back, so a long range is
+    never cut short while Kafka keeps delivering.
+    """
+    if start >= end:
+        return
+    own = consumer is None
+    if consumer is None:
+        consumer = _open_reader(settings, "lambda-demo-reader")
+    tp = TopicPartition(topic, partition)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        position = start
+        deadline = time.monotonic() + timeout_seconds
+        while position < end:
+            records = consumer.poll(timeout_ms=_POLL_MS, max_records=_POLL_RECORDS).get(tp, [])
+            moved = consumer.position(tp)
+            if moved > position:
+                position = moved
+                deadline = time.monotonic() + timeout_seconds
+            elif time.monotonic() > deadline:
+                raise LambdaDemoError(
+                    f"Could not read offsets [{start}, {end}) of {topic}[{partition}]: no "
+                    f"progress for {timeout_seconds:g} s at offset {position}. Is Kafka up? "
+                    "(`lambda-demo stack status` says.)"
+                )
+            for record in records:
+                if record.offset >= end:
+                    return
+                yield record
+    finally:
+        if own:
+            consumer.close()
+
+
+def _open_reader(settings: Settings, client_id: str) -> KafkaConsumer:
+    """`consumer`, under a name the ``consumer`` parameters above do not hide."""
+    return consumer(settings, client_id=client_id)

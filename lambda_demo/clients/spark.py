@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lambda_demo.contract import INGEST_DAY_ZONE
 from lambda_demo.errors import SparkStartError
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.stack.jvm import CACHE_DIR, IVY_SETTINGS, java_version
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SESSION_TIME_ZONE = INGEST_DAY_ZONE.tzname(None)
+"""Spark SQL's session time zone: ``contract.INGEST_DAY_ZONE``'s name ("UTC")."""
 
 def kafka_connector() -> str:
     import pyspark
@@ -47,7 +50,8 @@ def get_spark(settings: Settings | None = None, *, app_name: str = "lambda-demo"
         .config("spark.jars.ivy", str(CACHE_DIR / "ivy"))
         .config("spark.jars.ivySettings", str(IVY_SETTINGS))
         .config("spark.driver.memory", settings.spark_driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
+        # A record's day is its ingest time's day in this zone: to_date and day windows.
+        .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
         # Few cores, small data: 200 shuffle partitions would be 200 tiny tasks per batch.
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "2")

@@ -14,9 +14,15 @@ Tables:
   days >= D: the batch run that publishes D deletes the older days in the same transaction
 * ``speed_deployments`` - one row per speed query (checkpoint): its last micro-batch, its
   progress, and which one serving reads (see ``lambda_demo.speed``)
+* ``batch_serving``   - a SQL view: the batch rows serving reads (the current run's; a run
+  holds only days < D)
 * ``speed_serving``   - a SQL view: the speed rows serving reads (the serving deployment's,
   days >= D)
-* ``serving_view``    - a SQL view: batch (days < D) + ``speed_serving``, in one snapshot
+* ``serving_view``    - a SQL view: ``batch_serving`` + ``speed_serving``, in one snapshot
+
+The split at the cutoff D is ``contract.served_by_batch``, rendered into SQL here and by the
+batch recompute; every reader of "the batch part" or "the speed part" reads
+``batch_serving`` or ``speed_serving`` rather than restating it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from lambda_demo import view
+from lambda_demo.contract import sql_speed_days
 from lambda_demo.settings import Settings, get_settings
 
 _MEASURE_COLUMNS = ",\n    ".join(f"{name} BIGINT NOT NULL" for name in view.MEASURE_NAMES)
@@ -105,15 +112,16 @@ CREATE TABLE IF NOT EXISTS speed_deployments (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS speed_deployments_one_serving
     ON speed_deployments (serving) WHERE serving;
+CREATE OR REPLACE VIEW batch_serving AS
+SELECT b.*
+FROM batch_view b JOIN batch_meta m ON m.run_id = b.run_id;
 CREATE OR REPLACE VIEW speed_serving AS
 SELECT v.*
 FROM speed_view v JOIN speed_deployments d ON d.deployment = v.deployment AND d.serving
-WHERE v.ingest_day >= COALESCE((SELECT cutoff_day FROM batch_meta), DATE '0001-01-01');
+WHERE {sql_speed_days("v.ingest_day", "(SELECT cutoff_day FROM batch_meta)")};
 CREATE OR REPLACE VIEW serving_view AS
-WITH meta AS (SELECT run_id, cutoff_day FROM batch_meta),
-merged AS (
-    SELECT location, {", ".join(view.MEASURE_NAMES)}
-    FROM batch_view WHERE run_id = (SELECT run_id FROM meta)
+WITH merged AS (
+    SELECT location, {", ".join(view.MEASURE_NAMES)} FROM batch_serving
     UNION ALL
     SELECT location, {", ".join(view.MEASURE_NAMES)} FROM speed_serving
 )

@@ -1,4 +1,7 @@
-"""The replay's simulated clock: several days of tweets in a few minutes.
+"""Time, in one place: the replay's simulated clock, epoch milliseconds, the one UTC format,
+and the one way to wait for something.
+
+**The simulated clock** plays several days of tweets in a few minutes.
 
 The clock starts at the first tweet's ``created_at`` (or a chosen start) and runs ``speedup``
 times faster than the wall clock; ``speedup=0`` means "as fast as possible". A tweet is sent
@@ -8,12 +11,22 @@ clock's reading at that moment.
 The reading is *logical*: ``ingest = max(due, previous ingest)``. So a late (out-of-order)
 tweet or a duplicate gets the clock's current time, and the ingest times of a replay are the
 same at any speed-up. That makes every replay reproducible, which tests and learners love.
+
+**An instant in words** is `format_utc`'s ``YYYY-MM-DDTHH:MM:SS.fffZ``, the X API's and
+Spark's own notation; a day is ``date.isoformat()``. **Waiting** for something (a lock, a
+topic deletion) is `wait_until`, which says in words what it waited for when time runs out.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from lambda_demo.errors import LambdaDemoError
+
+T = TypeVar("T")
 
 # A created_at further ahead of the clock than this is not trusted to move it: one tweet dated
 # 9999 would otherwise stall a paced replay for ever, or stamp every later tweet in 9999.
@@ -74,3 +87,48 @@ def to_millis(moment: datetime) -> int:
 
 def from_millis(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
+
+
+def format_utc(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.fffZ`` in UTC: the one way an instant is written down.
+
+    Formatted by hand, since ``strftime`` drops a year's leading zeros on some platforms.
+    An aware datetime in another zone is converted first; a naive one is refused, since its
+    zone would be a guess.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"format_utc needs an aware datetime, got naive {moment!r}")
+    moment = moment.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_seconds: float,
+    what: str,
+    *,
+    hint: str = "",
+    interval_seconds: float = 0.5,
+    error: type[LambdaDemoError] = LambdaDemoError,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> T:
+    """Call ``predicate`` every ``interval_seconds`` until it returns a true value; return it.
+
+    It is always called at least once (a zero timeout means "try once"). When it is still
+    false after ``timeout_seconds``, raises ``error`` (a `LambdaDemoError`) that names
+    ``what`` was awaited, followed by ``hint`` (what to do about it).
+    """
+    deadline = monotonic() + timeout_seconds
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if monotonic() >= deadline:
+            message = f"Gave up after {timeout_seconds:g} s waiting for {what}."
+            raise error(f"{message} {hint}" if hint else message)
+        sleep(interval_seconds)

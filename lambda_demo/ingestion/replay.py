@@ -23,12 +23,11 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from kafka import TopicPartition
 from tqdm.auto import tqdm
 
 from lambda_demo.clients import kafka_io
 from lambda_demo.contract import due_time
-from lambda_demo.ingestion.clock import SimulatedClock, to_millis
+from lambda_demo.ingestion.clock import SimulatedClock, format_utc, to_millis
 from lambda_demo.ingestion.handler import IngestCounts, TweetHandler
 from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 
@@ -62,42 +61,32 @@ def source_id(files: list[Path], start: datetime | None, loop_round: int = 0) ->
 
 def delivered_marks(settings: Settings, source: str) -> dict[tuple[str, int], int]:
     """For each (topic, partition), the highest line of ``source`` that Kafka already holds."""
-    consumer = kafka_io.consumer(settings, consumer_timeout_ms=2000)
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-replay-resume")
     marks: dict[tuple[str, int], int] = {}
     with contextlib.closing(consumer):
         for topic in (settings.topic, settings.dlq_topic):
-            partitions = consumer.partitions_for_topic(topic) or set()
-            for number in partitions:
-                tp = TopicPartition(topic, number)
-                mark = _last_line_in(consumer, tp, source.encode())
+            offsets = kafka_io.partition_offsets(settings, topic, consumer=consumer)
+            for number, (begin, end) in offsets.items():
+                mark = _last_line_in(settings, consumer, topic, number, begin, end, source.encode())
                 if mark is not None:
                     marks[(topic, number)] = mark
     return marks
 
 
-def _last_line_in(consumer, tp: TopicPartition, source: bytes) -> int | None:
+def _last_line_in(
+    settings: Settings, consumer, topic: str, partition: int, begin: int, end: int, source: bytes
+) -> int | None:
     """Scan a partition backwards, a chunk at a time, for this source's last record."""
-    consumer.assign([tp])
-    begin = consumer.beginning_offsets([tp])[tp]
-    end = consumer.end_offsets([tp])[tp]
     stop = end
     while stop > begin:
         first = max(begin, stop - _SCAN_CHUNK)
-        consumer.seek(tp, first)
         best = None
-        position = first
-        while position < stop:
-            batch = consumer.poll(timeout_ms=1000, max_records=_SCAN_CHUNK)
-            records = batch.get(tp, [])
-            if not records:
-                break
-            for record in records:
-                position = record.offset + 1
-                if record.offset >= stop:
-                    break
-                headers = dict(record.headers or [])
-                if headers.get("replay-source") == source:
-                    best = int(headers["replay-line"])
+        for record in kafka_io.read_range(
+            settings, topic, partition, first, stop, consumer=consumer
+        ):
+            headers = dict(record.headers or [])
+            if headers.get("replay-source") == source:
+                best = int(headers["replay-line"])
         if best is not None:
             return best
         stop = first
@@ -121,10 +110,11 @@ def relabel(raw: bytes, *, shift: timedelta) -> bytes:
         record = json.loads(raw)
         data = record["data"]
         moved = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")) + shift
+        created_at = format_utc(moved)  # ValueError for a time without a zone: not a tweet
         new_id = str(int(data["id"]) + ((shift // timedelta(milliseconds=1)) << 22))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return raw
-    data["created_at"] = moved.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moved.microsecond // 1000:03d}Z"
+    data["created_at"] = created_at
     data["id"] = new_id
     data["edit_history_tweet_ids"] = [new_id]
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()

@@ -2,8 +2,9 @@
 
 It ignores every layer and recomputes the view straight from what was ingested - every record
 in the ``tweets`` topic - under the ingestion contract: invalid records are skipped, each
-tweet id counts once at its first delivery (smallest ingest time, then partition, then
-offset). Then it compares that, location by location, with the serving view.
+tweet id counts once at its first delivery (``contract.FIRST_DELIVERY_ORDER``: smallest
+ingest time, then partition, then offset). Then it compares that, location by location, with
+the serving view.
 
 Run it when the speed layer has caught up (``lambda-demo speed --once``): records still on
 their way through Spark are, by design, not in the serving view yet. Records that reached
@@ -19,12 +20,11 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kafka import TopicPartition
 from tqdm.auto import tqdm
 
 from lambda_demo import view
 from lambda_demo.clients import kafka_io
-from lambda_demo.contract import Rejected, parse_record
+from lambda_demo.contract import DeliveryColumns, Rejected, parse_record
 from lambda_demo.serving import reads
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
@@ -32,26 +32,27 @@ from lambda_demo.status import speed_figures
 if TYPE_CHECKING:
     import pandas as pd
 
+DELIVERY = DeliveryColumns(ingest_time="timestamp_ms", partition="partition", offset="offset")
+"""Where `ingested_tweets` keeps each delivery's Kafka coordinates."""
+
 
 def ingested_tweets(settings: Settings | None = None, *, progress: bool = False) -> pd.DataFrame:
     """Every valid record in the topic, one row per delivery, with its Kafka coordinates."""
     import pandas as pd
 
     settings = settings or get_settings()
-    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-check")
     rows = []
     with contextlib.closing(consumer):
-        topic = settings.topic
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        bar = tqdm(total=sum(ends.values()), unit="rec", desc="read topic", disable=not progress)
-        with bar:
-            while any(consumer.position(tp) < ends[tp] for tp in partitions):
-                for tp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
-                    bar.update(len(records))
-                    rows.extend(_valid_row(tp, r) for r in records if r.offset < ends[tp])
+        offsets = kafka_io.partition_offsets(settings, settings.topic, consumer=consumer)
+        total = sum(end - begin for begin, end in offsets.values())
+        with tqdm(total=total, unit="rec", desc="read topic", disable=not progress) as bar:
+            for partition, (begin, end) in offsets.items():
+                for record in kafka_io.read_range(
+                    settings, settings.topic, partition, begin, end, consumer=consumer
+                ):
+                    bar.update(1)
+                    rows.append(_valid_row(record))
     rows = [row for row in rows if row is not None]
     columns = [
         "tweet_id",
@@ -66,14 +67,14 @@ def ingested_tweets(settings: Settings | None = None, *, progress: bool = False)
     return pd.DataFrame(rows, columns=columns)
 
 
-def _valid_row(tp: TopicPartition, record) -> tuple | None:
+def _valid_row(record) -> tuple | None:
     parsed = parse_record(record.value, record.timestamp)
     if isinstance(parsed, Rejected):
         return None
     return (
         parsed.tweet_id,
         record.timestamp,
-        tp.partition,
+        record.partition,
         record.offset,
         parsed.location,
         parsed.followers_count,
@@ -84,7 +85,7 @@ def _valid_row(tp: TopicPartition, record) -> tuple | None:
 
 def recompute(tweets: pd.DataFrame) -> pd.DataFrame:
     """The view from deliveries: first delivery of each tweet id wins, then aggregate."""
-    first = tweets.sort_values(["timestamp_ms", "partition", "offset"]).drop_duplicates(
+    first = tweets.sort_values(DELIVERY.first_delivery_order()).drop_duplicates(
         "tweet_id", keep="first"
     )
     return view.pandas_aggregate(first)

@@ -65,11 +65,14 @@ def location(name: str, *, settings: Settings | None = None) -> pd.DataFrame:
 
 
 def totals(settings: Settings | None = None) -> pd.DataFrame:
-    """All locations summed, split into the batch part and the speed part (one snapshot)."""
+    """All locations summed, split into the batch part and the speed part (one snapshot).
+
+    The parts are the warehouse's ``batch_serving`` and ``speed_serving``, the two halves
+    ``serving_view`` adds up, so the split is the view's own.
+    """
     sums = ", ".join(f"COALESCE(SUM({m}), 0)::BIGINT AS {m}" for m in view.MEASURE_NAMES)
     query = f"""
-        SELECT 'batch' AS part, {sums} FROM batch_view
-        WHERE run_id = (SELECT run_id FROM batch_meta)
+        SELECT 'batch' AS part, {sums} FROM batch_serving
         UNION ALL
         SELECT 'speed' AS part, {sums} FROM speed_serving
     """

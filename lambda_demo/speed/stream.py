@@ -162,8 +162,10 @@ def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
 def speed_aggregates(tweets: DataFrame) -> DataFrame:
     """Deduplicate within the watermark, then the view's measures per (ingest day, location).
 
-    The day is a one-day event-time window on the ingest time (UTC, as the session's time
-    zone is), so Spark knows when a day is complete and evicts its groups.
+    The first delivery *processed* wins, which is the one place the speed layer differs from
+    ``contract.FIRST_DELIVERY_ORDER`` (documented there). The day is a one-day event-time
+    window on the ingest time (``contract.INGEST_DAY_ZONE``, the session's time zone), so
+    Spark knows when a day is complete and evicts its groups.
     """
     from pyspark.sql import functions as F
 

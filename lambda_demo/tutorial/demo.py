@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from lambda_demo.batch.run import BatchSummary, run_batch
 from lambda_demo.clients import warehouse
+from lambda_demo.contract import ingest_day_of
 from lambda_demo.ingestion.clock import SimulatedClock
 from lambda_demo.ingestion.handler import IngestCounts
 from lambda_demo.ingestion.replay import replay
@@ -131,11 +132,11 @@ def run_demo(
             # cutoff already published (a re-run: a cutoff never moves back).
             published = reads.batch_cutoff(settings)
             covered = max(
-                now.astimezone(UTC).date(),
+                ingest_day_of(now),
                 date.fromisoformat(published) if published else date.min,
             )
             return
-        day = (now - BATCH_GRACE).astimezone(UTC).date()
+        day = ingest_day_of(now - BATCH_GRACE)
         if day > covered:
             say(f"simulated midnight -> batch run with cutoff {day}")
             batches.append(run_batch(settings, cutoff=day, progress=False))

@@ -19,16 +19,14 @@ import gzip
 import json
 import logging
 import shutil
-import time
 import warnings
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kafka import TopicPartition
-
 from lambda_demo.clients import kafka_io, storage, warehouse
-from lambda_demo.ingestion.clock import from_millis
+from lambda_demo.contract import served_by_batch
+from lambda_demo.ingestion.clock import from_millis, wait_until
 from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -96,22 +94,10 @@ def topic_offsets(topic: str | None = None, *, settings: Settings | None = None)
     import pandas as pd
 
     settings = settings or get_settings()
-    topic = topic or settings.topic
-    consumer = kafka_io.consumer(settings)
-    with contextlib.closing(consumer):
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
-        ]
-        begins = consumer.beginning_offsets(partitions)
-        ends = consumer.end_offsets(partitions)
+    offsets = kafka_io.partition_offsets(settings, topic or settings.topic)
     rows = [
-        {
-            "partition": tp.partition,
-            "begin": begins[tp],
-            "end": ends[tp],
-            "records": ends[tp] - begins[tp],
-        }
-        for tp in partitions
+        {"partition": partition, "begin": begin, "end": end, "records": end - begin}
+        for partition, (begin, end) in offsets.items()
     ]
     return pd.DataFrame(rows).set_index("partition")
 
@@ -137,20 +123,14 @@ def peek_topic(
     consumer = kafka_io.consumer(settings)
     rows: list[dict[str, object]] = []
     with contextlib.closing(consumer):
-        ids = sorted(consumer.partitions_for_topic(topic) or [])
-        chosen = [TopicPartition(topic, p) for p in ids if partition in (None, p)]
-        ends = consumer.end_offsets(chosen)
-        for tp in chosen:
-            stop = min(ends[tp], from_offset + limit)
-            if from_offset >= stop:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, from_offset)
-            deadline = time.monotonic() + 15
-            while consumer.position(tp) < stop and time.monotonic() < deadline:
-                for record in consumer.poll(timeout_ms=500).get(tp, []):
-                    if record.offset < stop:
-                        rows.append(_record_row(record))
+        offsets = kafka_io.partition_offsets(settings, topic, consumer=consumer)
+        for number, (_, end) in offsets.items():
+            if partition in (None, number):
+                stop = min(end, from_offset + limit)
+                records = kafka_io.read_range(
+                    settings, topic, number, from_offset, stop, consumer=consumer
+                )
+                rows.extend(_record_row(record) for record in records)
     columns = ["partition", "offset", "timestamp", "key", "value", "headers"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -249,11 +229,12 @@ def reset_namespace(settings: Settings, *, timeout_seconds: float = 60.0) -> Non
         if present:
             with contextlib.suppress(UnknownTopicOrPartitionError):
                 client.delete_topics(present)
-        deadline = time.monotonic() + timeout_seconds
-        while set(topics) & set(client.list_topics()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka did not delete {present} in {timeout_seconds:.0f} s")
-            time.sleep(0.5)
+        wait_until(
+            lambda: not set(topics) & set(client.list_topics()),
+            timeout_seconds,
+            f"Kafka to delete the topics {present}",
+            hint="Is the broker up? (`lambda-demo stack status`)",
+        )
     s3 = storage.s3_client(settings)
     storage.ensure_bucket(settings)
     for key in list_objects(settings=settings)["key"]:
@@ -273,17 +254,22 @@ def reset_namespace(settings: Settings, *, timeout_seconds: float = 60.0) -> Non
 def _create_topics(settings: Settings, *, timeout_seconds: float) -> None:
     """``ensure_topics``, repeated until both topics exist (a deletion may still finish)."""
     wanted = {settings.topic, settings.dlq_topic}
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        with contextlib.suppress(Exception):
+
+    def created() -> bool:
+        with contextlib.suppress(Exception):  # a deletion may still be finishing: try again
             kafka_io.ensure_topics(settings)
             client = kafka_io.admin(settings)
             with contextlib.closing(client):
-                if wanted <= set(client.list_topics()):
-                    return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Kafka did not create {sorted(wanted)} in {timeout_seconds:.0f} s")
-        time.sleep(1.0)
+                return wanted <= set(client.list_topics())
+        return False
+
+    wait_until(
+        created,
+        timeout_seconds,
+        f"Kafka to create the topics {sorted(wanted)}",
+        hint="Is the broker up? (`lambda-demo stack status`)",
+        interval_seconds=1.0,
+    )
 
 
 def day_boundary_figure(days: list[str], cutoff: str) -> Figure:
@@ -295,7 +281,7 @@ def day_boundary_figure(days: list[str], cutoff: str) -> Figure:
 
     fig, ax = plt.subplots(figsize=(10, 1.8))
     for index, day in enumerate(days):
-        batch = day < cutoff
+        batch = served_by_batch(date.fromisoformat(day), date.fromisoformat(cutoff))
         ax.barh(0, 1, left=index, color="#DD8452" if batch else "#55A868", edgecolor="white")
         layer = "batch view" if batch else "speed view"
         ax.text(index + 0.5, 0, f"{day}\n{layer}", ha="center", va="center", color="white")

@@ -199,7 +199,7 @@ def test_no_gap_no_double_count_while_batch_swaps(settings: Settings, spark) -> 
 
     worker = threading.Thread(target=batches)
     worker.start()
-    reads = 0
+    rounds = 0
     cutoffs: set[str | None] = set()
     try:
         while worker.is_alive():
@@ -209,11 +209,11 @@ def test_no_gap_no_double_count_while_batch_swaps(settings: Settings, spark) -> 
             assert int(frame["tweet_count"].sum()) == total
             assert as_dict(frame) == expected
             cutoffs.add(reads.batch_cutoff(settings))
-            reads += 1
+            rounds += 1
     finally:
         worker.join()
     assert not errors, errors
-    assert reads >= 3
+    assert rounds >= 3
     assert cutoffs & {_day(1).isoformat(), _day(2).isoformat()}
     assert reads.batch_cutoff(settings) == _day(2).isoformat()
     assert as_dict(reads.serving_view(settings)) == expected

@@ -3,13 +3,13 @@
 Every line goes through the same ``TweetHandler`` as the live stream. Each record carries two
 headers, ``replay-source`` (which files, which start) and ``replay-line`` (its line number).
 
-**Resuming.** An interrupted replay must not duplicate what Kafka already has. Because the
-handler knows each record's partition before sending, and an idempotent producer keeps each
-partition in order, the lines Kafka holds form a prefix *per partition*. On start we read the
-last record of each partition of ``tweets`` and ``tweets.dlq`` that belongs to this replay and
-skip every line at or below that partition's mark. The ingest clock is replayed too (it is
-logical, see ``lambda_demo.ingestion.clock``), so resumed records get the timestamps they
-would have had.
+**Resuming.** An interrupted replay must not duplicate what Kafka already has, nor skip what
+it lacks. A replay is known by its files' *content* (`source_id`), and on start it reads
+which of its lines ``tweets`` and ``tweets.dlq`` hold and sends exactly the others. Not "every
+line after the last one delivered": a broker restart can make the producer give up on one
+batch and deliver the next, so the delivered lines need not be a prefix. The ingest clock is
+replayed too (it is logical, see ``lambda_demo.ingestion.clock``), so resumed records get the
+timestamps they would have had.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 logger = logging.getLogger(__name__)
 
 SAMPLE_FILE = REPO_ROOT / "data" / "sample_tweets" / "tweets.jsonl.gz"
-_SCAN_CHUNK = 2_000
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
@@ -59,38 +58,27 @@ def source_id(files: list[Path], start: datetime | None, loop_round: int = 0) ->
     return digest.hexdigest()[:16]
 
 
-def delivered_marks(settings: Settings, source: str) -> dict[tuple[str, int], int]:
-    """For each (topic, partition), the highest line of ``source`` that Kafka already holds."""
+def delivered_lines(settings: Settings, source: str) -> set[int]:
+    """Every line of ``source`` that Kafka holds, in ``tweets`` or ``tweets.dlq``.
+
+    The set, not the highest line per partition: after a broker restart, the producer may
+    give up on one batch (``failed`` counts it) and still deliver later ones, so what Kafka
+    holds can have holes, and a resume that skipped up to a mark would skip them for good.
+    """
+    wanted = source.encode()
+    lines: set[int] = set()
     consumer = kafka_io.consumer(settings, client_id="lambda-demo-replay-resume")
-    marks: dict[tuple[str, int], int] = {}
     with contextlib.closing(consumer):
         for topic in (settings.topic, settings.dlq_topic):
             offsets = kafka_io.partition_offsets(settings, topic, consumer=consumer)
             for number, (begin, end) in offsets.items():
-                mark = _last_line_in(settings, consumer, topic, number, begin, end, source.encode())
-                if mark is not None:
-                    marks[(topic, number)] = mark
-    return marks
-
-
-def _last_line_in(
-    settings: Settings, consumer, topic: str, partition: int, begin: int, end: int, source: bytes
-) -> int | None:
-    """Scan a partition backwards, a chunk at a time, for this source's last record."""
-    stop = end
-    while stop > begin:
-        first = max(begin, stop - _SCAN_CHUNK)
-        best = None
-        for record in kafka_io.read_range(
-            settings, topic, partition, first, stop, consumer=consumer
-        ):
-            headers = dict(record.headers or [])
-            if headers.get("replay-source") == source:
-                best = int(headers["replay-line"])
-        if best is not None:
-            return best
-        stop = first
-    return None
+                for record in kafka_io.read_range(
+                    settings, topic, number, begin, end, consumer=consumer
+                ):
+                    headers = dict(record.headers or [])
+                    if headers.get("replay-source") == wanted:
+                        lines.add(int(headers["replay-line"]))
+    return lines
 
 
 def _span_days(files: list[Path]) -> timedelta:
@@ -163,9 +151,9 @@ def _replay_round(
     progress: bool,
 ) -> None:
     source = source_id(files, start, loop_round)
-    marks = delivered_marks(settings, source)
-    if marks:
-        logger.info("resuming replay %s after %s", source, marks)
+    delivered = delivered_lines(settings, source)
+    if delivered:
+        logger.info("resuming replay %s: Kafka has %d of its lines", source, len(delivered))
     shift = None
     # Counting lines means reading the files twice: only worth it for a progress bar.
     total = sum(1 for path in files for _ in read_lines(path)) if progress else None
@@ -182,7 +170,7 @@ def _replay_round(
             due = due_time(raw, routed[3] if routed else None)
             if due is not None and shift is None:
                 shift = (start - due) if start else timedelta(0)
-            already_sent = routed is not None and number <= marks.get(routed[:2], -1)
+            already_sent = routed is not None and number in delivered
             ingest = clock.tick(
                 due + shift if due and shift is not None else None, pace=not already_sent
             )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lambda_demo.clients import warehouse
 from lambda_demo.clients.spark import get_spark
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import wait_until
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.speed.sink import (
     CheckpointWithoutRows,
@@ -169,16 +170,22 @@ def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> 
 
     A query that dies meanwhile raises its error here instead of failing later, mid-demo.
     """
-    deadline = time.monotonic() + timeout
-    while waiting := [q for q in queries if q.lastProgress is None]:
-        for query in waiting:
+
+    def all_progressed() -> bool:
+        for query in queries:
             if not query.isActive and query.lastProgress is None:  # stopped, never progressed
                 raise _query_error(query) or RuntimeError(
                     f"speed query {query.name} stopped before its first micro-batch"
                 )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the speed layer did not finish a micro-batch in {timeout:.0f} s")
-        time.sleep(0.2)
+        return all(q.lastProgress is not None for q in queries)
+
+    wait_until(
+        all_progressed,
+        timeout,
+        "the speed layer's first micro-batch",
+        hint="Its log (logs/spark.log under LAMBDA_DEMO_HOME) says what Spark is doing.",
+        interval_seconds=0.2,
+    )
 
 
 def _query_error(query: StreamingQuery) -> Exception | None:

@@ -23,8 +23,9 @@ from psycopg2.extras import execute_values
 
 from lambda_demo import view
 from lambda_demo.clients import warehouse
-from lambda_demo.contract import ingest_time
+from lambda_demo.contract import ingest_time, served_by_batch
 from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ class SpeedViewSink:
                 cur.execute("SELECT cutoff_day FROM batch_meta")
                 meta = cur.fetchone()
                 # Days the batch layer has absorbed are no longer the speed layer's.
-                rows = [r for r in rows if meta is None or r[0] >= meta[0]]
+                cutoff = meta[0] if meta else None
+                rows = [r for r in rows if not served_by_batch(r[0], cutoff)]
                 if rows:
                     columns = ", ".join(("deployment", "ingest_day", *view.COLUMNS))
                     updates = ", ".join(f"{m} = EXCLUDED.{m}" for m in view.MEASURE_NAMES)
@@ -118,7 +120,7 @@ class SpeedViewSink:
         if retired_at is not None:
             raise DeploymentRetired(
                 f"The speed query with checkpoint {self.checkpoint} was replaced by a newer "
-                f"deployment at {retired_at:%Y-%m-%d %H:%M:%S}: delete that checkpoint "
+                f"deployment at {format_utc(retired_at)}: delete that checkpoint "
                 "directory to deploy it again."
             )
         return batch_id > last

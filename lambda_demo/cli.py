@@ -6,7 +6,7 @@ Usage::
     lambda-demo sample generate --tweets N --days D --seed S --out PATH
     lambda-demo replay [--file PATH ...] [--speedup X] [--start ISO] [--loop] [--json]
     lambda-demo live
-    lambda-demo batch [--cutoff YYYY-MM-DD]
+    lambda-demo batch [--cutoff YYYY-MM-DD] [--only archive|load|recompute]
     lambda-demo speed [--once] [--trigger-seconds S]
     lambda-demo query [--top N] [--by COLUMN] [--json]
     lambda-demo check [--json]
@@ -101,7 +101,7 @@ def _live(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     from lambda_demo.batch.run import run_batch
 
-    print(run_batch(cutoff=args.cutoff))
+    print(run_batch(cutoff=args.cutoff, only=args.only))
     return 0
 
 
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = commands.add_parser("batch", help="archive Kafka to S3, load the warehouse, recompute")
     bt.add_argument("--cutoff", type=date.fromisoformat, help="day D (default: pipeline clock)")
+    bt.add_argument(
+        "--only", choices=["archive", "load", "recompute"], help="run just this one step"
+    )
     bt.set_defaults(handler=_batch)
 
     sp = commands.add_parser("speed", help="run the Spark streaming speed layer")

@@ -19,15 +19,28 @@ Why the objects look the way they do:
 * **The raw value, undecoded**: garbage from a foreign producer is archived too. Judging it is
   the loader's job; the master dataset keeps what Kafka had, bytes that are not UTF-8
   included (base64 in ``value_b64``).
+
+**The master dataset checks itself.** Trusting S3's high-water mark alone would turn a
+recreated, truncated or expired topic into a silent, permanent gap. Before it appends to a
+partition, `archive` checks that Kafka still continues the archive: the topic must reach the
+archived end, hold the offsets after it, and have at the last archived offset the very record
+the archive has there (a recreated topic does not). If not, it stops with `MasterDatasetGap`,
+naming the gap and the choice to make. An object missing between two others is re-archived
+from Kafka. Each object is written with the SHA-256 of its bytes (S3 user metadata), and the
+loader verifies every object before loading it (`verified_lines`): a zero-byte, truncated,
+corrupt or missing object is rebuilt from Kafka (`heal`) while Kafka still holds its range;
+otherwise the batch stops, naming the object (`DamagedObject`).
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -49,6 +62,8 @@ GROUP_ID = "batch-archiver"
 PREFIX = "tweets/"
 MAX_RECORDS_PER_OBJECT = 50_000
 """Caps an object at a few tens of MB in memory and lets the loader commit in steps."""
+CHECKSUM_METADATA = "sha256"
+"""The S3 user metadata key (``x-amz-meta-sha256``) of an object's SHA-256, written with it."""
 
 _KEY = re.compile(
     r"tweets/ingest_date=(\d{4}-\d{2}-\d{2})/partition=(\d+)/offsets-(\d{12})-(\d{12})\.jsonl\.gz"
@@ -61,6 +76,14 @@ class SimulatedCrash(LambdaDemoError):
     It stands for a process killed between ``put_object`` and the offset commit: the drill
     that shows why the next run trusts S3 rather than the committed offset.
     """
+
+
+class MasterDatasetGap(LambdaDemoError):
+    """Kafka no longer continues the archive: a recreated, truncated or expired topic."""
+
+
+class DamagedObject(LambdaDemoError):
+    """An archive object is damaged and Kafka no longer holds the records to rebuild it."""
 
 
 @dataclass(frozen=True)
@@ -131,18 +154,23 @@ def archive(
     """
     settings = settings or get_settings()
     s3 = storage.s3_client(settings)
-    archived_up_to: dict[int, int] = {}
+    by_partition: dict[int, list[ArchivedObject]] = {}
     for obj in list_archived(settings, client=s3):
-        archived_up_to[obj.partition] = max(archived_up_to.get(obj.partition, 0), obj.end + 1)
+        by_partition.setdefault(obj.partition, []).append(obj)
 
     consumer = kafka_io.consumer(settings, group_id=GROUP_ID, client_id="lambda-demo-archiver")
     written = archived = 0
     try:
         partitions = _partitions(consumer, settings.topic)
-        targets = consumer.end_offsets(partitions)
+        offsets = kafka_io.partition_offsets(settings, settings.topic, consumer=consumer)
         # S3 alone decides where to resume: trusting a committed offset beyond what the
         # bucket holds (a new or emptied bucket) would silently skip records.
-        starts = {tp: archived_up_to.get(tp.partition, 0) for tp in partitions}
+        starts: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            objects = by_partition.get(tp.partition, [])
+            written += _fill_holes(settings, s3, consumer, tp, objects, offsets[tp.partition][0])
+            starts[tp] = _continues(settings, s3, consumer, tp, objects, offsets[tp.partition])
+        targets = {tp: offsets[tp.partition][1] for tp in partitions}
         total = sum(max(0, targets[tp] - starts[tp]) for tp in partitions)
         with tqdm(total=total, desc="archive", unit="rec", disable=not progress) as bar:
             for tp in partitions:
@@ -162,6 +190,159 @@ def archive(
         consumer.close()
     logger.info("archived %d records in %d objects", archived, written)
     return ArchiveResult(objects_written=written, records_archived=archived)
+
+
+def _fill_holes(
+    settings: Settings,
+    s3: BaseClient,
+    consumer: KafkaConsumer,
+    tp: TopicPartition,
+    objects: list[ArchivedObject],
+    kafka_begin: int,
+) -> int:
+    """Re-archive from Kafka every offset range missing between two archived objects (or
+    before the first one, if Kafka still holds it); returns the objects written."""
+    written = 0
+    expected = min(kafka_begin, objects[0].start) if objects else 0
+    for obj in objects:
+        if obj.start > expected:
+            logger.warning(
+                "offsets %d-%d of partition %d are missing from the archive: re-archiving",
+                expected,
+                obj.start - 1,
+                tp.partition,
+            )
+            written += _rearchive(settings, s3, consumer, tp, expected, obj.start, what=obj.key)
+        expected = max(expected, obj.end + 1)
+    return written
+
+
+def _continues(
+    settings: Settings,
+    s3: BaseClient,
+    consumer: KafkaConsumer,
+    tp: TopicPartition,
+    objects: list[ArchivedObject],
+    kafka_range: tuple[int, int],
+) -> int:
+    """Where this partition's archive resumes, once Kafka is known to continue it."""
+    begin, end = kafka_range
+    archived_to = objects[-1].end + 1 if objects else 0
+    where = f"topic {tp.topic!r}, partition {tp.partition}"
+    choice = (
+        "To keep the archive as it is and start a new one for this topic, point "
+        "LAMBDA_DEMO_S3_BUCKET (and LAMBDA_DEMO_WAREHOUSE_SCHEMA) at new names; nothing was "
+        "archived."
+    )
+    if end < archived_to:
+        raise MasterDatasetGap(
+            f"{where} ends at offset {end}, but the archive already holds offsets up to "
+            f"{archived_to - 1}: the topic was deleted and recreated, or truncated. {choice}"
+        )
+    if begin > archived_to:
+        raise MasterDatasetGap(
+            f"{where}: offsets {archived_to}-{begin - 1} are no longer in Kafka (expired by "
+            f"retention or deleted) and were never archived: those records are lost. {choice}"
+        )
+    if objects:
+        last = objects[-1]
+        kafka_record = next(
+            iter(
+                kafka_io.read_range(
+                    settings, tp.topic, tp.partition, last.end, last.end + 1, consumer=consumer
+                )
+            ),
+            None,
+        )
+        archived_line = _last_line(s3, settings.s3_bucket, last)
+        if archived_line is not None and (
+            kafka_record is None or encode_line(kafka_record) != archived_line
+        ):
+            raise MasterDatasetGap(
+                f"{where}: the record at offset {last.end} is not the one archived in "
+                f"{last.key}: the topic was deleted and recreated (or rewritten) since the "
+                f"last run, so offsets {archived_to}-{end - 1} belong to another topic. "
+                f"{choice}"
+            )
+    return archived_to
+
+
+def _last_line(s3: BaseClient, bucket: str, obj: ArchivedObject) -> bytes | None:
+    """The last archive line of ``obj`` (None if the object is damaged: the loader heals it)."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=obj.key)
+        data = verified_lines(obj, response["Body"].read(), response.get("Metadata", {}))
+    except (DamagedObject, s3.exceptions.NoSuchKey):
+        return None
+    return data[data.rstrip(b"\n").rfind(b"\n") + 1 :]
+
+
+def verified_lines(obj: ArchivedObject, body: bytes, metadata: dict[str, str]) -> bytes:
+    """The decompressed lines of ``obj``, or `DamagedObject` saying what is wrong with it.
+
+    Three checks: the SHA-256 written with the object (when the S3 server kept it), gzip's
+    own CRC and length (a truncated or flipped byte), and the offsets of its first and last
+    line against its name (a whole, valid object put under the wrong key).
+    """
+    if not body:
+        raise DamagedObject(f"{obj.key} is empty (zero bytes)")
+    expected = metadata.get(CHECKSUM_METADATA)
+    if expected is not None and hashlib.sha256(body).hexdigest() != expected:
+        raise DamagedObject(f"{obj.key} is not what was written (its SHA-256 differs)")
+    try:
+        data = gzip.decompress(body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DamagedObject(f"{obj.key} is truncated or corrupt ({exc})") from exc
+    lines = data.rstrip(b"\n").split(b"\n")
+    try:
+        first, last = json.loads(lines[0])["offset"], json.loads(lines[-1])["offset"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DamagedObject(f"{obj.key} does not hold archive lines ({exc})") from exc
+    if (first, last) != (obj.start, obj.end):
+        raise DamagedObject(
+            f"{obj.key} holds offsets {first}-{last}, not the {obj.start}-{obj.end} its name says"
+        )
+    return data
+
+
+def heal(settings: Settings, s3: BaseClient, obj: ArchivedObject, problem: str) -> bytes:
+    """Rebuild a damaged object from Kafka and return its lines, or stop naming it."""
+    logger.warning("%s: re-archiving it from Kafka", problem)
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-archiver-heal")
+    tp = TopicPartition(settings.topic, obj.partition)
+    try:
+        _rearchive(settings, s3, consumer, tp, obj.start, obj.end + 1, what=obj.key)
+    finally:
+        consumer.close()
+    response = s3.get_object(Bucket=settings.s3_bucket, Key=obj.key)
+    return verified_lines(obj, response["Body"].read(), response.get("Metadata", {}))
+
+
+def _rearchive(
+    settings: Settings,
+    s3: BaseClient,
+    consumer: KafkaConsumer,
+    tp: TopicPartition,
+    start: int,
+    end: int,
+    *,
+    what: str,
+) -> int:
+    """Archive offsets ``[start, end)`` again, exactly as the first time (same keys, same
+    bytes), or raise `DamagedObject` if Kafka no longer holds all of them."""
+    begin = kafka_io.partition_offsets(settings, tp.topic, consumer=consumer)[tp.partition][0]
+    if begin > start:
+        raise DamagedObject(
+            f"s3://{settings.s3_bucket}/{what} is damaged or missing, and Kafka no longer holds "
+            f"offsets {start}-{end - 1} of partition {tp.partition} to rebuild it. Restore it "
+            "from a backup of the bucket; the batch run stopped before loading it."
+        )
+    records = kafka_io.read_range(settings, tp.topic, tp.partition, start, end, consumer=consumer)
+    return sum(
+        1
+        for chunk in _chunks(records, max_records=MAX_RECORDS_PER_OBJECT)
+        if _put(s3, settings.s3_bucket, chunk)
+    )
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -202,8 +383,9 @@ def _put(s3: BaseClient, bucket: str, chunk: list[ConsumerRecord]) -> str:
         start=first.offset,
         end=chunk[-1].offset,
     )
-    body = b"".join(encode_line(record) for record in chunk)
-    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body, mtime=0))
+    body = gzip.compress(b"".join(encode_line(record) for record in chunk), mtime=0)
+    checksum = {CHECKSUM_METADATA: hashlib.sha256(body).hexdigest()}
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=checksum)
     logger.debug("wrote s3://%s/%s (%d records)", bucket, key, len(chunk))
     return key
 

@@ -35,7 +35,8 @@ from psycopg2.extensions import cursor
 from psycopg2.extras import execute_values
 from tqdm import tqdm
 
-from lambda_demo.batch.archiver import decode_bytes, list_archived
+from lambda_demo.batch import archiver
+from lambda_demo.batch.archiver import ArchivedObject, decode_bytes, list_archived
 from lambda_demo.clients import storage, warehouse
 from lambda_demo.contract import Rejected, ingest_day_of, ingest_time, parse_record
 from lambda_demo.errors import SettingsError
@@ -100,8 +101,7 @@ def load(settings: Settings | None = None, *, progress: bool = True) -> LoadResu
             done = {key for (key,) in cur.fetchall()}
         todo = [obj for obj in list_archived(settings, client=s3) if obj.key not in done]
         for obj in tqdm(todo, desc="load", unit="obj", disable=not progress):
-            body = s3.get_object(Bucket=settings.s3_bucket, Key=obj.key)["Body"].read()
-            rows, rejected = read_object(gzip.decompress(body), object_key=obj.key)
+            rows, rejected = read_object(_lines(settings, s3, obj), object_key=obj.key)
             with conn, conn.cursor() as cur:  # commits rows, quarantine and mark together
                 _copy_rows(cur, rows, settings=settings, s3=s3, object_key=obj.key)
                 _quarantine(cur, rejected)
@@ -117,6 +117,17 @@ def load(settings: Settings | None = None, *, progress: bool = True) -> LoadResu
         conn.close()
     logger.info("loaded %d objects: %d rows, %d quarantined", objects, rows_total, rejected_total)
     return LoadResult(objects_loaded=objects, rows_loaded=rows_total, quarantined=rejected_total)
+
+
+def _lines(settings: Settings, s3: BaseClient, obj: ArchivedObject) -> bytes:
+    """The object's verified lines; a damaged or missing one is rebuilt from Kafka first."""
+    try:
+        response = s3.get_object(Bucket=settings.s3_bucket, Key=obj.key)
+        return archiver.verified_lines(obj, response["Body"].read(), response.get("Metadata", {}))
+    except s3.exceptions.NoSuchKey:
+        return archiver.heal(settings, s3, obj, f"{obj.key} is missing")
+    except archiver.DamagedObject as damaged:
+        return archiver.heal(settings, s3, obj, str(damaged))
 
 
 def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quarantined]]:

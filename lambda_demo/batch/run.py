@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Literal
 
 from kafka import KafkaConsumer
 
@@ -36,27 +37,40 @@ class BatchBusyError(LambdaDemoError):
     """Another batch run holds the lock on this warehouse schema."""
 
 
+Step = Literal["archive", "load", "recompute"]
+STEPS: tuple[Step, ...] = ("archive", "load", "recompute")
+
+
 @dataclass(frozen=True)
 class BatchSummary:
+    """What one run did; a step it did not run (``--only``) counts zero and is not shown."""
+
     cutoff: date
-    run_id: str
-    objects_written: int
-    records_archived: int
-    objects_loaded: int
-    rows_loaded: int
-    quarantined: int
-    locations: int
-    tweets_in_view: int
+    run_id: str | None
+    objects_written: int = 0
+    records_archived: int = 0
+    objects_loaded: int = 0
+    rows_loaded: int = 0
+    quarantined: int = 0
+    locations: int = 0
+    tweets_in_view: int = 0
+    steps: tuple[Step, ...] = STEPS
 
     def __str__(self) -> str:
-        return (
-            f"batch run {self.run_id}: ingest days before {self.cutoff}\n"
-            f"  archived   {self.records_archived} records into "
-            f"{self.objects_written} new S3 objects\n"
-            f"  loaded     {self.objects_loaded} objects: {self.rows_loaded} rows, "
-            f"{self.quarantined} quarantined\n"
-            f"  batch view {self.locations} locations, {self.tweets_in_view} distinct tweets"
+        lines = {
+            "archive": f"  archived   {self.records_archived} records into "
+            f"{self.objects_written} new S3 objects",
+            "load": f"  loaded     {self.objects_loaded} objects: {self.rows_loaded} rows, "
+            f"{self.quarantined} quarantined",
+            "recompute": f"  batch view {self.locations} locations, "
+            f"{self.tweets_in_view} distinct tweets",
+        }
+        title = (
+            f"batch run {self.run_id}: ingest days before {self.cutoff}"
+            if self.run_id
+            else f"batch steps {', '.join(self.steps)} (the batch view was not recomputed)"
         )
+        return "\n".join([title, *(lines[step] for step in self.steps)])
 
 
 def run_batch(
@@ -65,13 +79,15 @@ def run_batch(
     cutoff: date | None = None,
     progress: bool = True,
     lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+    only: Step | None = None,
 ) -> BatchSummary:
     """Archive Kafka to S3, load S3 into ``raw_tweets``, and recompute the batch view.
 
     ``cutoff`` defaults to `pipeline_day`, or the published cutoff if that is later (a cutoff
     never moves back: `recompute.CutoffMovedBack`, raised before any work for an explicit
     one). Raises `BatchBusyError` if another run still holds the lock after
-    ``lock_wait_seconds``.
+    ``lock_wait_seconds``. ``only`` runs one of the three steps (notebook 02 walks them one
+    at a time); the summary then counts that step's work only.
     """
     settings = settings or get_settings()
     warehouse.ensure_schema(settings)
@@ -81,20 +97,26 @@ def run_batch(
         if cutoff is not None and current is not None and cutoff < current:
             raise recompute.CutoffMovedBack(recompute.moved_back_message(cutoff, current))
         day = cutoff or max(pipeline_day(settings), current or date.min)
-        archived = archiver.archive(settings, progress=progress)
-        loaded = loader.load(settings, progress=progress)
-        result = recompute.recompute(settings, cutoff=day)
-    return BatchSummary(
-        cutoff=day,
-        run_id=result.run_id,
-        objects_written=archived.objects_written,
-        records_archived=archived.records_archived,
-        objects_loaded=loaded.objects_loaded,
-        rows_loaded=loaded.rows_loaded,
-        quarantined=loaded.quarantined,
-        locations=result.locations,
-        tweets_in_view=result.tweets,
-    )
+        steps = STEPS if only is None else (only,)
+        summary: dict[str, object] = {}
+        if "archive" in steps:
+            archived = archiver.archive(settings, progress=progress)
+            summary.update(
+                objects_written=archived.objects_written, records_archived=archived.records_archived
+            )
+        if "load" in steps:
+            loaded = loader.load(settings, progress=progress)
+            summary.update(
+                objects_loaded=loaded.objects_loaded,
+                rows_loaded=loaded.rows_loaded,
+                quarantined=loaded.quarantined,
+            )
+        run_id = None
+        if "recompute" in steps:
+            result = recompute.recompute(settings, cutoff=day)
+            run_id = result.run_id
+            summary.update(locations=result.locations, tweets_in_view=result.tweets)
+    return BatchSummary(cutoff=day, run_id=run_id, steps=steps, **summary)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -142,9 +142,13 @@ class _KafkaStream(tweepy.StreamingClient):
 
     def on_closed(self, response: requests.Response) -> None:
         self.closes += 1
+        if self._stopped:
+            return  # after `stop`, a close is the end, not news
         logger.warning("the stream at %s was closed by the server; tweepy reconnects", self.where)
 
     def on_connection_error(self) -> None:
+        if self._stopped:
+            return
         logger.warning(
             "cannot reach the stream at %s (refused, reset or timed out); tweepy retries "
             "with a growing pause",

@@ -264,8 +264,11 @@ def _connect(
             "API."
         ) from exc
     except tweepy.HTTPException as exc:
+        answer = " - ".join(
+            [f"{exc.response.status_code} {exc.response.reason}", *exc.api_messages]
+        )
         raise XApiError(
-            f"The X API at {base_url} refused the stream rules request: {exc}. Check "
+            f"The X API at {base_url} refused the stream rules request ({answer}). Check "
             "LAMBDA_DEMO_X_BEARER_TOKEN and your access tier."
         ) from exc
 
@@ -328,7 +331,7 @@ class LiveIngest:
 def start_live(settings: Settings | None = None, *, sample: bool = False) -> LiveIngest:
     """Sync the rules (unless ``sample``), connect, and stream into Kafka in a thread."""
     settings = settings or get_settings()
-    if settings.x_bearer_token is None:
+    if settings.x_bearer_token is None or not settings.x_bearer_token.get_secret_value().strip():
         raise SettingsError(
             "No X API bearer token: set LAMBDA_DEMO_X_BEARER_TOKEN (in the environment or a "
             "git-ignored .env); any token works with `lambda-demo xapi serve`. Without one, "

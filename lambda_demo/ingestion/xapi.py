@@ -17,7 +17,13 @@ DESCRIPTION
     (`lambda_demo.ingestion.clock`): the clock starts when the first client connects and runs
     ``speedup`` times faster than the wall clock; ``speedup=0`` sends as fast as the clients
     read. As on the real API, a tweet played while no client is connected is gone: nothing is
-    buffered for a later connection.
+    buffered for a later connection. With ``--once`` (``once=True``) the server stops after
+    the files are played: each open stream is closed, so clients see the end of the
+    response, and then the server exits.
+
+    What is sent is recorded in `XapiServer.sent` (file line numbers, in the order they were
+    written to a client), so a test can compare what arrived in Kafka with exactly what the
+    server sent while a client was connected.
 
 ENDPOINTS
     Every request needs ``Authorization: Bearer <token>`` (any token); without one the
@@ -73,13 +79,13 @@ THE RULE LANGUAGE
     ``( ... )``          grouping
 
     Any other operator (``from:``, ``has:``, ``is:`` ...) is refused as not supported here.
+    Rules match the whole recorded tweet, whatever fields a connection asked for.
 
-    ``--once`` stops after the files are played: each open stream is closed (clients see
-    the end of the response) and the server exits.
-
-    What is sent is recorded in `XapiServer.sent` (file line numbers, in the order they were
-    written to a client), so a test can compare what arrived in Kafka with exactly what the
-    server sent while a client was connected.
+LIMITS
+    Only stream connections are rate-limited, not rules requests. Keywords match runs of
+    letters, digits and ``_``, so in text written without spaces (Japanese, Chinese) only a
+    whole run matches. A line holding a bare carriage return reaches tweepy as two lines,
+    since its line splitting (requests' ``iter_lines``) breaks on ``\\r`` too.
 """
 
 from __future__ import annotations

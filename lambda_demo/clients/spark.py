@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 SESSION_TIME_ZONE = INGEST_DAY_ZONE.tzname(None)
 """Spark SQL's session time zone: ``contract.INGEST_DAY_ZONE``'s name ("UTC")."""
 
+
 def kafka_connector() -> str:
     import pyspark
 

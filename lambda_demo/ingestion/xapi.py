@@ -109,7 +109,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from lambda_demo.contract import due_time
 from lambda_demo.errors import XApiError
-from lambda_demo.ingestion.clock import SimulatedClock
+from lambda_demo.ingestion.clock import SimulatedClock, format_utc
 from lambda_demo.ingestion.replay import SAMPLE_FILE, read_lines
 
 logger = logging.getLogger(__name__)
@@ -731,7 +731,7 @@ class XapiServer:
         if new:
             answer["data"] = [rule.as_json() for rule in new]
         answer["meta"] = {
-            "sent": _now(),
+            "sent": format_utc(datetime.now(UTC)),
             "summary": {
                 "created": len(new),
                 "not_created": len(add) - len(new),
@@ -754,7 +754,7 @@ class XapiServer:
                 del self._rules[rule_id]
         answer: dict[str, Any] = {
             "meta": {
-                "sent": _now(),
+                "sent": format_utc(datetime.now(UTC)),
                 "summary": {"deleted": len(found), "not_deleted": len(missing)},
             }
         }
@@ -774,7 +774,7 @@ class XapiServer:
         with self._lock:
             rules = [r.as_json() for r in self._rules.values() if not ids or r.id in ids]
         answer: dict[str, Any] = {"data": rules} if rules else {}
-        answer["meta"] = {"sent": _now(), "result_count": len(rules)}
+        answer["meta"] = {"sent": format_utc(datetime.now(UTC)), "result_count": len(rules)}
         return answer
 
     # -- the player thread --
@@ -947,12 +947,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
-
-
-def _now() -> str:
-    """``meta.sent``: the API's timestamp format, milliseconds and Z."""
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def serve(

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import requests
 from helpers import all_records, as_dict
 
 from lambda_demo.ingestion import sample
+from lambda_demo.ingestion.clock import to_millis, wait_until
 from lambda_demo.ingestion.live import RULE_TAG
 from lambda_demo.ingestion.replay import read_lines, replay
 from lambda_demo.ingestion.xapi import OPERATIONAL_DISCONNECT, RULES_PATH, XapiServer, serve
@@ -125,17 +125,6 @@ def _as_tweet(value: bytes) -> _Tweet:
     )
 
 
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
-
-
-def _until(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 class _Cli:
     """A `lambda-demo` subprocess whose stderr is read as it comes, to wait for its reports."""
 
@@ -194,13 +183,13 @@ def test_live_produces_exactly_what_the_server_sent_like_replay_would(
 ) -> None:
     path = _stream_file(tmp_path / "stream.jsonl", tweets=1500, days=1, seed=5)
     lines = list(read_lines(path))
-    started = _now_ms()
+    started = to_millis(datetime.now(UTC))
     with serve([path], once=True) as server:
         live = _Cli(_live_env(cli_env, server.url), "live", "--sample")
         assert server.wait(120)
         live.wait_for(CLOSED)  # every line before the close has been handled
         counts = json.loads(live.stop())
-    ended = _now_ms()
+    ended = to_millis(datetime.now(UTC))
     assert server.sent == list(range(len(lines)))  # one connection, never interrupted
 
     tweets = all_records(settings, settings.topic)
@@ -247,7 +236,10 @@ def test_live_survives_a_disconnect_and_keeps_other_programs_rules(
         _add_rule(server, "old topic", RULE_TAG)
         env = _live_env(cli_env, server.url, LAMBDA_DEMO_FILTER_RULES=json.dumps(wanted))
         live = _Cli(env, "live")
-        _until(lambda: len(server.sent) >= 20)  # live syncs its rules before it connects
+        # live syncs its rules before it connects, so they are in place once lines flow
+        wait_until(
+            lambda: len(server.sent) >= 20, 120, "20 lines sent to live", interval_seconds=0.05
+        )
         assert {(r["value"], r.get("tag")) for r in server.rules} == {
             ("#Python", "another-app"),
             *((value, RULE_TAG) for value in wanted),

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from lambda_demo.errors import XApiError
+from lambda_demo.ingestion.clock import wait_until
 from lambda_demo.ingestion.xapi import (
     FILTERED_STREAM_PATH,
     OPERATIONAL_DISCONNECT,
@@ -89,14 +90,6 @@ def sample_file(tmp_path: Path) -> Path:
 def server(sample_file: Path) -> Iterator[XapiServer]:
     with serve([sample_file], once=True, keep_alive=0.05) as running:
         yield running
-
-
-def _until(condition, timeout: float = 10) -> None:
-    """Wait for state the server reaches on its own threads (polled, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def _post(**fields: object) -> Post:
@@ -364,7 +357,10 @@ def test_an_operational_disconnect_is_announced_then_the_stream_ends(tmp_path: P
         rest = [line for line in lines if line]
         assert rest[-1] == OPERATIONAL_DISCONNECT
         assert json.loads(rest[-1])["errors"][0]["title"] == "operational-disconnect"
-        _until(lambda: None in server.sent)  # recorded once written, just after the client read it
+        # recorded once written, a moment after the client could read it
+        wait_until(
+            lambda: None in server.sent, 10, "the farewell to be recorded", interval_seconds=0.01
+        )
         assert server.sent[-1] is None
         assert len(server.sent) == len(rest) + 1
 
@@ -375,7 +371,8 @@ def test_tweets_played_while_no_client_is_connected_are_gone(tmp_path: Path) -> 
         with _stream(server, SAMPLE_STREAM_PATH) as first:
             assert next(line for line in first.iter_lines() if line)
         gap_start = server.played
-        _until(lambda: server.played >= gap_start + 5)  # the clock goes on without a client
+        # the clock goes on without a client
+        wait_until(lambda: server.played >= gap_start + 5, 10, "5 lines", interval_seconds=0.01)
         with _stream(server, SAMPLE_STREAM_PATH) as second:
             resumed = json.loads(next(line for line in second.iter_lines() if line))
         assert int(resumed["data"]["id"]) >= gap_start + 5

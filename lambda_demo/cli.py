@@ -5,7 +5,8 @@ Usage::
     lambda-demo stack up | down | status [--json] | reset
     lambda-demo sample generate --tweets N --days D --seed S --out PATH
     lambda-demo replay [--file PATH ...] [--speedup X] [--start ISO] [--loop] [--json]
-    lambda-demo live
+    lambda-demo live [--sample]
+    lambda-demo xapi serve [--file PATH ...] [--speedup X] [--port N] [--once]
     lambda-demo batch [--cutoff YYYY-MM-DD] [--only archive|load|recompute]
     lambda-demo speed [--once] [--trigger-seconds S]
     lambda-demo query [--top N] [--by COLUMN] [--json]
@@ -93,8 +94,30 @@ def _replay(args: argparse.Namespace) -> int:
 def _live(args: argparse.Namespace) -> int:
     from lambda_demo.ingestion.live import live
 
-    counts = live()
+    counts = live(sample=args.sample)
     print(json.dumps(counts.as_dict()))
+    return 0
+
+
+def _xapi(args: argparse.Namespace) -> int:
+    from lambda_demo.ingestion.xapi import serve
+
+    server = serve(args.file or None, speedup=args.speedup, port=args.port, once=args.once)
+    print(
+        f"xapi: X API v2 streams at {server.url} (LAMBDA_DEMO_X_API_URL={server.url}); "
+        "playback starts when the first client connects",
+        flush=True,
+    )
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM is how a server without --once stops
+    finally:
+        server.stop()
+    print(
+        f"xapi: played {server.played} lines; sent {len(server.sent)} over "
+        f"{server.connections} stream connection(s)"
+    )
     return 0
 
 
@@ -220,7 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(handler=_replay)
 
     lv = commands.add_parser("live", help="stream live tweets with tweepy (needs a bearer token)")
+    lv.add_argument("--sample", action="store_true", help="the volume stream: all, no rules")
     lv.set_defaults(handler=_live)
+
+    xa = commands.add_parser("xapi", help="a local X API v2 stream server, for live offline")
+    xa_actions = xa.add_subparsers(dest="action", required=True, metavar="ACTION")
+    xs = xa_actions.add_parser("serve", help="serve recorded tweets on the X API's streams")
+    xs.add_argument("--file", type=Path, action="append", help="JSONL(.gz); default: the sample")
+    xs.add_argument("--speedup", type=float, default=0.0, help="X times real time; 0 = as read")
+    xs.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
+    xs.add_argument("--once", action="store_true", help="exit once the files are played")
+    xa.set_defaults(handler=_xapi)
 
     bt = commands.add_parser("batch", help="archive Kafka to S3, load the warehouse, recompute")
     bt.add_argument("--cutoff", type=date.fromisoformat, help="day D (default: pipeline clock)")

@@ -23,3 +23,7 @@ class JavaMissingError(StackError):
 
 class SparkStartError(LambdaDemoError):
     """Spark's JVM did not start; its own output (in logs/spark.log) says why."""
+
+
+class XApiError(LambdaDemoError):
+    """The X API, or its local stand-in (``lambda-demo xapi serve``), refused or failed."""

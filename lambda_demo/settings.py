@@ -34,6 +34,9 @@ Profile = Literal["embedded", "docker", "aws"]
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 
+X_API_URL = "https://api.twitter.com"
+"""The X API's base URL, as tweepy has it built in."""
+
 # Compose service addresses, shared by the docker profile and docker/compose.yml's tests.
 DOCKER_ADDRESSES = {
     "kafka_bootstrap": "kafka:9092",
@@ -100,6 +103,9 @@ class Settings(BaseSettings):
     # Live source
     x_bearer_token: SecretStr | None = None
     """``LAMBDA_DEMO_X_BEARER_TOKEN``: X API v2 bearer token for ``lambda-demo live``."""
+    x_api_url: str = X_API_URL
+    """``LAMBDA_DEMO_X_API_URL``: where ``live`` sends tweepy's requests; the URL printed by
+    ``lambda-demo xapi serve`` runs it offline against recorded tweets."""
     filter_rules: list[str] = ["apple OR iphone OR ipad lang:en"]
 
     @property

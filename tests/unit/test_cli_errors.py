@@ -198,7 +198,7 @@ def test_missing_java_says_what_to_install(empty_home: Path) -> None:
     rc, out, err, _ = _cli(
         empty_home, "stack", "up", env={"PATH": str(Path(sys.executable).parent)}
     )
-    _assert_in_words(rc, out, err, "Java 17+ is needed", "install OpenJDK 17")
+    _assert_in_words(rc, out, err, "Java 17+ is needed", "Install OpenJDK 17")
 
 
 def test_invalid_setting_is_named(empty_home: Path) -> None:

@@ -16,7 +16,10 @@ Usage::
     lambda-demo prefetch
     lambda-demo doctor [--quick]
 
-Each command's logic lives in the module named after it; this file only parses arguments.
+Each command's logic lives in the module named after it; this file only parses arguments
+and reports failures: an expected one (a service down, a bad value, a failed Spark query) as
+one or two lines that say what happened and what to do, with exit code 2; the traceback goes
+to ``$LAMBDA_DEMO_HOME/logs/cli.log``, and to the console as well with ``-v``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from lambda_demo.errors import LambdaDemoError
+from lambda_demo.errors import SparkQueryError, explain
 from lambda_demo.view import MEASURE_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
@@ -196,15 +201,59 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if reds else 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``, refused in words."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+_positive_int = _whole(1)
+
+
+def _number(*, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a number above (or at) ``minimum``, refused in words."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= minimum if inclusive else value > minimum) or value != value:
+            bound = f"{minimum:g} or more" if inclusive else f"more than {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: write it as YYYY-MM-DD, for example 2024-03-01"
+        ) from None
 
 
 def _iso_datetime(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date and time: write it as ISO 8601, "
+            "for example 2024-03-01T09:30:00Z"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -213,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lambda-demo",
         description="The Lambda Architecture on a stream of tweets: Kafka, S3, Spark, SQL.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; show tracebacks"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stack = commands.add_parser("stack", help="start, stop, inspect or wipe the embedded stack")
@@ -228,15 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="generate synthetic tweets")
     sample_actions = sample.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = sample_actions.add_parser("generate", help="write a reproducible sample file")
-    gen.add_argument("--tweets", type=int, default=30_000)
-    gen.add_argument("--days", type=int, default=3)
+    gen.add_argument("--tweets", type=_whole(0), default=30_000)
+    gen.add_argument("--days", type=_whole(1), default=3)
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--out", type=Path, required=True, help="*.jsonl or *.jsonl.gz")
     sample.set_defaults(handler=_sample)
 
     rp = commands.add_parser("replay", help="play recorded tweets into Kafka on a simulated clock")
     rp.add_argument("--file", type=Path, action="append", help="JSONL(.gz); default: the sample")
-    rp.add_argument("--speedup", type=float, default=0.0, help="X times real time; 0 = max speed")
+    rp.add_argument(
+        "--speedup", type=_number(minimum=0), default=0.0, help="X times real time; 0 = max speed"
+    )
     rp.add_argument("--start", type=_iso_datetime, help="simulated start (default: first tweet)")
     rp.add_argument("--loop", action="store_true", help="replay forever, shifted in time")
     rp.add_argument("--json", action="store_true", help="print one JSON object of counts")
@@ -250,13 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     xa_actions = xa.add_subparsers(dest="action", required=True, metavar="ACTION")
     xs = xa_actions.add_parser("serve", help="serve recorded tweets on the X API's streams")
     xs.add_argument("--file", type=Path, action="append", help="JSONL(.gz); default: the sample")
-    xs.add_argument("--speedup", type=float, default=0.0, help="X times real time; 0 = as read")
-    xs.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
+    xs.add_argument(
+        "--speedup", type=_number(minimum=0), default=0.0, help="X times real time; 0 = as read"
+    )
+    xs.add_argument("--port", type=_whole(0), default=0, help="port on 127.0.0.1 (default: any)")
     xs.add_argument("--once", action="store_true", help="exit once the files are played")
     xa.set_defaults(handler=_xapi)
 
     bt = commands.add_parser("batch", help="archive Kafka to S3, load the warehouse, recompute")
-    bt.add_argument("--cutoff", type=date.fromisoformat, help="day D (default: pipeline clock)")
+    bt.add_argument("--cutoff", type=_iso_date, help="day D (default: pipeline clock)")
     bt.add_argument(
         "--only", choices=["archive", "load", "recompute"], help="run just this one step"
     )
@@ -264,7 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = commands.add_parser("speed", help="run the Spark streaming speed layer")
     sp.add_argument("--once", action="store_true", help="process what is available, then exit")
-    sp.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 2)")
+    sp.add_argument(
+        "--trigger-seconds",
+        type=_number(minimum=0, inclusive=False),
+        help="micro-batch interval (default 2)",
+    )
     sp.set_defaults(handler=_speed)
 
     qr = commands.add_parser("query", help="read the serving view")
@@ -282,7 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     stt.set_defaults(handler=_status)
 
     dm = commands.add_parser("demo", help="the whole Lambda loop over the sample's days")
-    dm.add_argument("--speedup", type=float, default=2400.0, help="simulated seconds per second")
+    dm.add_argument(
+        "--speedup",
+        type=_number(minimum=0, inclusive=False),
+        default=2400.0,
+        help="simulated seconds per second",
+    )
     dm.set_defaults(handler=_demo)
 
     pf = commands.add_parser("prefetch", help="download every jar the tutorial needs, once")
@@ -294,25 +358,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose log lines are for the log file: kafka-python logs an ERROR per refused
+# reconnect, py4j its connection life cycle. The console shows them with -v.
+_FILE_ONLY = ("kafka", "py4j")
+
+
+def _configure_logging(verbose: bool) -> Path | None:
+    """Console: warnings (INFO with -v). File ``<home>/logs/cli.log``: INFO and tracebacks.
+
+    Returns the log file, or None if it cannot be opened (then the console is all there is).
+    """
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler()
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # This module's own records (the command line, a failure's traceback) are for the file;
+    # the console gets the failure in words from `_fail`.
+    console.addFilter(lambda record: record.name != __name__)
+    if not verbose:
+        console.addFilter(lambda record: not record.name.startswith(_FILE_ONLY))
+    root.addHandler(console)
+    for name in _FILE_ONLY:
+        logging.getLogger(name).setLevel(logging.WARNING)  # both are chatty at INFO
+    try:
+        from lambda_demo.settings import get_settings
+
+        path = get_settings().log_file("cli")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = logging.handlers.RotatingFileHandler(
+            path, maxBytes=2_000_000, backupCount=1, encoding="utf-8"
+        )
+    except Exception:  # unreadable settings or a read-only home: reported by the command
+        return None
+    file.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(file)
+    return path
+
+
+def _fail(exc: Exception, *, command: list[str], verbose: bool, log: Path | None) -> int:
+    """Report a failure: its traceback to the log (and with -v the console), then in words."""
+    logger = logging.getLogger(__name__)
+    logger.error("lambda-demo %s failed", " ".join(command), exc_info=exc)
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    try:
+        error = explain(exc)
+    except Exception:  # never let the explanation hide the failure
+        logger.exception("could not explain the failure")
+        error = None
+    where = f"in {log}" if log else "shown by `-v`"
+    if error is None:  # not a failure we know: a bug, worth a report with its traceback
+        print(f"error: unexpected {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(f"  this is a bug; the traceback is {where}", file=sys.stderr)
+        return 1
+    print(f"error: {error}", file=sys.stderr)
+    if isinstance(error, SparkQueryError) and not verbose:
+        print(f"  the full error is {where}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python is chatty at INFO
+    command = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(command)
+    log = _configure_logging(args.verbose)
+    logging.getLogger(__name__).info("lambda-demo %s", " ".join(command))
     handler: Handler = args.handler
     # SIGTERM (docker stop, kill) stops as cleanly as Ctrl-C: committed work stays committed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return handler(args)
-    except LambdaDemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return _fail(exc, command=command, verbose=args.verbose, log=log)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from lambda_demo.batch.archiver import list_archived
 from lambda_demo.clients import kafka_io, storage, warehouse
-from lambda_demo.errors import StackError
+from lambda_demo.errors import StackError, explain
 from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings, get_settings
 
@@ -70,10 +70,8 @@ def status(settings: Settings | None = None) -> dict[str, Any]:
     try:
         return _figures(settings)
     except (psycopg2.OperationalError, KafkaError, BotoCoreError) as exc:
-        raise StackError(
-            f"A service of the stack does not answer ({type(exc).__name__}): start it with "
-            "`lambda-demo stack up` (`lambda-demo stack status` says which one is down)."
-        ) from exc
+        # Which service, at which address, and what to do (see lambda_demo.errors.explain).
+        raise explain(exc, settings) or StackError(str(exc)) from exc
 
 
 def _figures(settings: Settings) -> dict[str, Any]:

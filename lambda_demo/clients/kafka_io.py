@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
@@ -37,7 +38,28 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
 def bootstrap(settings: Settings | None = None) -> str:
-    return (settings or get_settings()).endpoints().kafka_bootstrap
+    """The bootstrap servers; raises ``KafkaConnectionError`` at once if every one refuses.
+
+    kafka-python retries a refused bootstrap for 30 s (``bootstrap_timeout_ms``) and logs an
+    ERROR per attempt; a stopped stack refuses at once, so say so at once. A server that is
+    slow or unreachable (no refusal) is left to the client's own timeouts.
+    """
+    servers = (settings or get_settings()).endpoints().kafka_bootstrap
+    if not any(_may_answer(server) for server in servers.split(",")):
+        raise KafkaConnectionError(f"every bootstrap server refused the connection: {servers}")
+    return servers
+
+
+def _may_answer(server: str, timeout_seconds: float = 2.0) -> bool:
+    """False if ``host:port`` refuses connections or its host name does not resolve."""
+    host, _, port = server.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout_seconds):
+            return True
+    except (ConnectionRefusedError, socket.gaierror):
+        return False
+    except (OSError, ValueError):
+        return True  # a timeout or an odd address: the client's own handling applies
 
 
 def admin(settings: Settings | None = None) -> KafkaAdminClient:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import logging
+import re
 import shutil
 import warnings
 from datetime import date, datetime
@@ -32,6 +34,7 @@ from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+    from pyspark.sql import DataFrame
 
     from lambda_demo.stack.manager import ServiceStatus
 
@@ -182,6 +185,26 @@ def read_object_lines(
     body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key=key)["Body"]
     lines = gzip.decompress(body.read()).split(b"\n")
     return pd.DataFrame([json.loads(line) for line in lines[:limit] if line])
+
+
+def plan_operators(frame: DataFrame) -> list[str]:
+    """The operators of Spark's physical plan for ``frame``, from the sink down to the source.
+
+    What Spark will run, read from Spark itself (``explain``): a step a query forgot, such as
+    the deduplication, is missing from this list whatever its code looks like.
+    """
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        frame.explain()
+    operators = []
+    for line in printed.getvalue().splitlines():
+        match = _OPERATOR.match(line)
+        if match and not line.startswith("=="):
+            operators.append(match.group(1))
+    return operators
+
+
+_OPERATOR = re.compile(r"^[\s:|+\-*]*(?:\(\d+\)\s*)?([A-Z][A-Za-z]+)")
 
 
 def sql(query: str, params: tuple | dict | None = None, *, settings: Settings | None = None):

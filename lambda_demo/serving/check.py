@@ -34,10 +34,15 @@ if TYPE_CHECKING:
 
 
 def ingested_tweets(settings: Settings | None = None, *, progress: bool = False) -> pd.DataFrame:
-    """Every valid record in the topic, one row per delivery, with its Kafka coordinates."""
+    """Every valid record in the topic, one row per delivery, with its Kafka coordinates.
+
+    Columns: ``tweet_id``, ``timestamp_ms``, ``partition``, ``offset``, the view's key and
+    the contract fields its measures read (``view.FIELDS_READ``).
+    """
     import pandas as pd
 
     settings = settings or get_settings()
+    fields = view.FIELDS_READ
     consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
     rows = []
     with contextlib.closing(consumer):
@@ -51,22 +56,13 @@ def ingested_tweets(settings: Settings | None = None, *, progress: bool = False)
             while any(consumer.position(tp) < ends[tp] for tp in partitions):
                 for tp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
                     bar.update(len(records))
-                    rows.extend(_valid_row(tp, r) for r in records if r.offset < ends[tp])
+                    rows.extend(_valid_row(tp, r, fields) for r in records if r.offset < ends[tp])
     rows = [row for row in rows if row is not None]
-    columns = [
-        "tweet_id",
-        "timestamp_ms",
-        "partition",
-        "offset",
-        "location",
-        "followers_count",
-        "like_count",
-        "retweet_count",
-    ]
+    columns = ["tweet_id", "timestamp_ms", "partition", "offset", view.KEY, *fields]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _valid_row(tp: TopicPartition, record) -> tuple | None:
+def _valid_row(tp: TopicPartition, record, fields: tuple[str, ...]) -> tuple | None:
     parsed = parse_record(record.value, record.timestamp)
     if isinstance(parsed, Rejected):
         return None
@@ -75,10 +71,8 @@ def _valid_row(tp: TopicPartition, record) -> tuple | None:
         record.timestamp,
         tp.partition,
         record.offset,
-        parsed.location,
-        parsed.followers_count,
-        parsed.like_count,
-        parsed.retweet_count,
+        getattr(parsed, view.KEY),
+        *(getattr(parsed, name) for name in fields),
     )
 
 

@@ -1,4 +1,4 @@
-"""The view's definition, written once: its key, its measures, and how each is computed.
+"""The view's definition, written once: its key, its measures, and the field each one reads.
 
 The batch layer (SQL), the speed layer (Spark) and ``check`` (pandas) all derive their
 aggregation from ``MEASURES``, so the three can never disagree about what "the view" means.
@@ -9,7 +9,17 @@ Per location key:
 * ``likes_sum``     - sum of like counts
 * ``retweets_sum``  - sum of retweet counts
 
-All measures are 64-bit integers.
+Every other list that names these measures or the fields they read is derived from
+``MEASURES`` too: the warehouse's tables (``raw_tweets`` gets one column per field read,
+``batch_view`` and ``speed_view`` one per measure, and ``ensure_schema`` adds the columns an
+existing warehouse lacks), the loader's columns, the speed layer's schema and ``check``'s
+columns. So adding a measure is one line below, plus, if no measure read its field before,
+that field on the contract's `lambda_demo.contract.FlatTweet`. A speed layer already
+deployed needs a new checkpoint (delete the old one): Spark refuses to resume an aggregation
+whose state changed, and the new deployment replaces the old one's rows once caught up.
+
+All measures are 64-bit integers: each field a measure reads is a count the contract bounds
+(`lambda_demo.contract.MAX_COUNT`), so no sum overflows in any layer.
 """
 
 from __future__ import annotations
@@ -26,30 +36,52 @@ KEY = "location"
 
 @dataclass(frozen=True)
 class Measure:
-    """One column of the view: a count of tweets, or the sum of a flat-record field."""
+    """One column of the view: a count of tweets, or the sum of one contract field."""
 
     name: str
-    field: str | None  # None means "count the tweets"
+    reads: str | None = None
+    """The `FlatTweet` field summed, a count; None counts the tweets."""
 
     def sql(self) -> str:
-        expr = "COUNT(*)" if self.field is None else f"SUM({self.field})"
+        expr = "COUNT(*)" if self.reads is None else f"SUM({self.reads})"
         return f"CAST({expr} AS BIGINT) AS {self.name}"
 
     def spark(self) -> Column:
         from pyspark.sql import functions as F
 
-        expr = F.count(F.lit(1)) if self.field is None else F.sum(self.field)
+        expr = F.count(F.lit(1)) if self.reads is None else F.sum(self.reads)
         return expr.cast("long").alias(self.name)
 
 
 MEASURES: tuple[Measure, ...] = (
-    Measure("tweet_count", None),
-    Measure("followers_sum", "followers_count"),
-    Measure("likes_sum", "like_count"),
-    Measure("retweets_sum", "retweet_count"),
+    Measure("tweet_count"),
+    Measure("followers_sum", reads="followers_count"),
+    Measure("likes_sum", reads="like_count"),
+    Measure("retweets_sum", reads="retweet_count"),
 )
-MEASURE_NAMES: tuple[str, ...] = tuple(m.name for m in MEASURES)
-COLUMNS: tuple[str, ...] = (KEY, *MEASURE_NAMES)
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``MEASURE_NAMES``, ``COLUMNS`` and ``FIELDS_READ``, derived from ``MEASURES`` when read.
+
+    * ``MEASURE_NAMES`` - the measures' names, in order
+    * ``COLUMNS``       - the view's columns: ``KEY``, then the measures
+    * ``FIELDS_READ``   - the contract fields the measures read, each once, in order
+
+    Derived at each access rather than stored, so that they cannot disagree with
+    ``MEASURES``, not even after a notebook or a test changed ``MEASURES`` at run time.
+    """
+    if name == "MEASURE_NAMES":
+        return tuple(m.name for m in MEASURES)
+    if name == "COLUMNS":
+        return _columns()
+    if name == "FIELDS_READ":
+        return tuple(dict.fromkeys(m.reads for m in MEASURES if m.reads is not None))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _columns() -> tuple[str, ...]:
+    return (KEY, *(m.name for m in MEASURES))
 
 
 def sql_select_list() -> str:
@@ -72,10 +104,10 @@ def pandas_aggregate(tweets: pd.DataFrame) -> pd.DataFrame:
 
     if tweets.empty:
         return pd.DataFrame(
-            {c: pd.Series(dtype="object" if c == KEY else "int64") for c in COLUMNS}
+            {c: pd.Series(dtype="object" if c == KEY else "int64") for c in _columns()}
         )
     grouped = tweets.groupby(KEY, sort=True)
     out = pd.DataFrame(
-        {m.name: grouped.size() if m.field is None else grouped[m.field].sum() for m in MEASURES}
+        {m.name: grouped.size() if m.reads is None else grouped[m.reads].sum() for m in MEASURES}
     )
     return out.astype("int64").reset_index()

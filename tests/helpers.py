@@ -7,8 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from kafka import TopicPartition
 
+from lambda_demo import view
 from lambda_demo.clients import kafka_io
 from lambda_demo.contract import FlatTweet
 from lambda_demo.settings import Settings
@@ -104,3 +106,20 @@ def as_dict(frame) -> dict:
             ["location", "tweet_count", "followers_sum", "likes_sum", "retweets_sum"]
         ].itertuples(index=False)
     }
+
+
+HASHTAGS_SUM = view.Measure("hashtags_sum", reads="hashtag_count")
+"""A measure no layer knows: the number of hashtags per location."""
+
+
+def add_hashtags_measure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Add `HASHTAGS_SUM` at run time, as a learner would in the source: one line in the
+    view's ``MEASURES``, plus the contract field it reads.
+
+    The field, ``hashtag_count``, is derived from ``hashtags``, which every flat record
+    already carries, so the records and their version stay as they are.
+    """
+    monkeypatch.setattr(
+        FlatTweet, "hashtag_count", property(lambda t: len(t.hashtags)), raising=False
+    )
+    monkeypatch.setattr(view, "MEASURES", (*view.MEASURES, HASHTAGS_SUM))

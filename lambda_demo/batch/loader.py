@@ -45,30 +45,21 @@ from lambda_demo.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-RAW_COLUMNS: tuple[str, ...] = (
-    "tweet_id",
-    "ingest_ts",
-    "ingest_day",
-    "kafka_partition",
-    "kafka_offset",
-    "created_at",
-    "author_id",
-    "location",
-    "followers_count",
-    "like_count",
-    "retweet_count",
-    "lang",
-    "object_key",
-)
 STAGING_PREFIX = "staging/raw_tweets/"
 
 Row = tuple[object, ...]
-"""One ``raw_tweets`` row, values in `RAW_COLUMNS` order."""
+"""One ``raw_tweets`` row, values in `raw_columns` order."""
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IAM_ROLE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
 _OBJECT_KEY = re.compile(r"[A-Za-z0-9!_.*()/=-]{1,1024}")  # S3's "safe characters"
+
+
+def raw_columns() -> tuple[str, ...]:
+    """The columns of ``raw_tweets`` the loader fills: all of them, as the warehouse defines
+    them, so a field a new measure reads is loaded without a change here."""
+    return tuple(warehouse.raw_tweets_columns())
 
 
 @dataclass(frozen=True)
@@ -136,6 +127,7 @@ def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quaran
     Lines are split on ``\\n`` bytes only: ``str.splitlines`` would also split on U+2028 or
     U+0085, which JSON leaves unescaped inside a location.
     """
+    columns = raw_columns()
     rows: list[Row] = []
     rejected: list[Quarantined] = []
     for raw_line in data.split(b"\n"):
@@ -151,22 +143,16 @@ def read_object(data: bytes, *, object_key: str) -> tuple[list[Row], list[Quaran
             )
             continue
         ingest_ts = from_millis(ms)
+        coordinates = {
+            "ingest_ts": ingest_ts,
+            "ingest_day": ingest_day_of(ingest_ts),
+            "kafka_partition": line["partition"],
+            "kafka_offset": line["offset"],
+            "object_key": object_key,
+        }
+        # Every other column is the contract field of the same name.
         rows.append(
-            (
-                flat.tweet_id,
-                ingest_ts,
-                ingest_day_of(ingest_ts),
-                line["partition"],
-                line["offset"],
-                flat.created_at,
-                flat.author_id,
-                flat.location,
-                flat.followers_count,
-                flat.like_count,
-                flat.retweet_count,
-                flat.lang,
-                object_key,
-            )
+            tuple(coordinates[c] if c in coordinates else getattr(flat, c) for c in columns)
         )
     return rows, rejected
 
@@ -197,10 +183,11 @@ def _csv_field(value: object) -> str:
 
 def redshift_staging_lines(rows: list[Row]) -> bytes:
     """Rows as JSON lines keyed by column name, the layout Redshift's ``JSON 'auto'`` reads."""
+    columns = raw_columns()
     out = io.BytesIO()
     for row in rows:
         record = {
-            name: _redshift_json_value(value) for name, value in zip(RAW_COLUMNS, row, strict=True)
+            name: _redshift_json_value(value) for name, value in zip(columns, row, strict=True)
         }
         out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         out.write(b"\n")
@@ -265,7 +252,7 @@ def _copy_rows(
         cur.execute(
             redshift_copy_sql(
                 table="raw_tweets",
-                columns=RAW_COLUMNS,
+                columns=raw_columns(),
                 bucket=settings.s3_bucket,
                 key=staged,
                 iam_role=settings.redshift_iam_role,
@@ -273,7 +260,7 @@ def _copy_rows(
         )
         return
     copy = sql.SQL("COPY raw_tweets ({}) FROM STDIN WITH (FORMAT csv)").format(
-        sql.SQL(", ").join(sql.Identifier(name) for name in RAW_COLUMNS)
+        sql.SQL(", ").join(sql.Identifier(name) for name in raw_columns())
     )
     cur.copy_expert(copy, io.StringIO(csv_rows(rows)))
 

@@ -28,6 +28,7 @@ batch recompute; every reader of "the batch part" or "the speed part" reads
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -42,23 +43,41 @@ from lambda_demo import view
 from lambda_demo.contract import sql_speed_days
 from lambda_demo.settings import Settings, get_settings
 
-_MEASURE_COLUMNS = ",\n    ".join(f"{name} BIGINT NOT NULL" for name in view.MEASURE_NAMES)
+logger = logging.getLogger(__name__)
 
-DDL = f"""
+
+def raw_tweets_columns() -> dict[str, str]:
+    """``raw_tweets``' columns and their SQL types, in the order the loader copies them.
+
+    A delivery's coordinates and the contract fields kept for exploration, plus one
+    ``BIGINT`` per field a measure of the view reads: a new measure's field gets its column
+    (and `ensure_schema` adds it to an existing table).
+    """
+    return {
+        "tweet_id": "TEXT NOT NULL",  # identity is the digit string: "07" and "7" are two tweets
+        "ingest_ts": "TIMESTAMPTZ NOT NULL",
+        "ingest_day": "DATE NOT NULL",
+        "kafka_partition": "INT NOT NULL",
+        "kafka_offset": "BIGINT NOT NULL",
+        "created_at": "TEXT NOT NULL",
+        "author_id": "TEXT",
+        view.KEY: "TEXT NOT NULL",
+        **{field: "BIGINT NOT NULL" for field in view.FIELDS_READ},
+        "lang": "TEXT",
+        "object_key": "TEXT NOT NULL",
+    }
+
+
+def _column_list(columns: dict[str, str]) -> str:
+    return ",\n    ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+
+
+def tables_ddl() -> str:
+    """Every table, created if missing; the columns that depend on the view come from it."""
+    measures = _column_list({name: "BIGINT NOT NULL" for name in view.MEASURE_NAMES})
+    return f"""
 CREATE TABLE IF NOT EXISTS raw_tweets (
-    tweet_id TEXT NOT NULL,  -- identity is the digit string: "07" and "7" are two tweets
-    ingest_ts TIMESTAMPTZ NOT NULL,
-    ingest_day DATE NOT NULL,
-    kafka_partition INT NOT NULL,
-    kafka_offset BIGINT NOT NULL,
-    created_at TEXT NOT NULL,
-    author_id TEXT,
-    location TEXT NOT NULL,
-    followers_count BIGINT NOT NULL,
-    like_count BIGINT NOT NULL,
-    retweet_count BIGINT NOT NULL,
-    lang TEXT,
-    object_key TEXT NOT NULL
+    {_column_list(raw_tweets_columns())}
 );
 CREATE TABLE IF NOT EXISTS loaded_objects (
     object_key TEXT PRIMARY KEY,
@@ -79,7 +98,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS batch_view (
     run_id TEXT NOT NULL,
     location TEXT NOT NULL,
-    {_MEASURE_COLUMNS},
+    {measures},
     PRIMARY KEY (run_id, location)
 );
 CREATE TABLE IF NOT EXISTS batch_meta (
@@ -92,7 +111,7 @@ CREATE TABLE IF NOT EXISTS speed_view (
     deployment TEXT NOT NULL,
     ingest_day DATE NOT NULL,
     location TEXT NOT NULL,
-    {_MEASURE_COLUMNS},
+    {measures},
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (deployment, ingest_day, location)
 );
@@ -112,6 +131,17 @@ CREATE TABLE IF NOT EXISTS speed_deployments (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS speed_deployments_one_serving
     ON speed_deployments (serving) WHERE serving;
+"""
+
+
+def views_ddl() -> str:
+    """The SQL views serving reads, created or replaced with the view's current measures.
+
+    ``CREATE OR REPLACE VIEW`` keeps the existing columns and appends new ones, so a measure
+    added at the end of ``view.MEASURES`` (where it belongs) replaces the views in place.
+    """
+    measures = ", ".join(view.MEASURE_NAMES)
+    return f"""
 CREATE OR REPLACE VIEW batch_serving AS
 SELECT b.*
 FROM batch_view b JOIN batch_meta m ON m.run_id = b.run_id;
@@ -121,9 +151,9 @@ FROM speed_view v JOIN speed_deployments d ON d.deployment = v.deployment AND d.
 WHERE {sql_speed_days("v.ingest_day", "(SELECT cutoff_day FROM batch_meta)")};
 CREATE OR REPLACE VIEW serving_view AS
 WITH merged AS (
-    SELECT location, {", ".join(view.MEASURE_NAMES)} FROM batch_serving
+    SELECT location, {measures} FROM batch_serving
     UNION ALL
-    SELECT location, {", ".join(view.MEASURE_NAMES)} FROM speed_serving
+    SELECT location, {measures} FROM speed_serving
 )
 SELECT location, {view.sql_sum_of_measures()}
 FROM merged
@@ -230,7 +260,8 @@ WHERE t.table_schema = current_schema() AND t.table_name = 'speed_view'
 
 
 def ensure_schema(settings: Settings | None = None) -> None:
-    """Create the schema and every table and view if missing (safe to call often)."""
+    """Create the schema, tables and views if missing, and add the columns a new measure
+    needs (see `_add_missing_columns`); safe to call often."""
     settings = settings or get_settings()
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")
@@ -242,8 +273,63 @@ def ensure_schema(settings: Settings | None = None) -> None:
         cur.execute(_OLD_SPEED_VIEW)
         if cur.fetchone():
             cur.execute("DROP TABLE IF EXISTS speed_view, speed_commits CASCADE")
-        cur.execute(DDL)
+        cur.execute(tables_ddl())
+        _add_missing_columns(cur)
+        cur.execute(views_ddl())
     conn.close()
+
+
+def _add_missing_columns(cur: cursor) -> None:
+    """Give tables created before a measure was added the columns that measure needs.
+
+    ``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is, so the columns the view
+    now defines and a table lacks are added here, each with ``ADD COLUMN IF NOT EXISTS``:
+
+    * ``raw_tweets``, a new field: rows loaded before have no value for it, and summing
+      them as NULL would under-count for good, since the loader never reads an object twice.
+      So the loaded copy is discarded (``raw_tweets`` and ``loaded_objects`` together) and
+      the next batch run reloads the master dataset from S3, the field included. That leaves
+      the table empty, so the column is ``NOT NULL`` as in a new warehouse. Serving does not
+      notice: the batch view stays until that run replaces it.
+    * ``batch_view`` and ``speed_view``, a new measure: rows computed before it hold NULL,
+      "not computed" (a default of 0 would pass for a count). The next batch run replaces
+      the batch rows, and the speed layer's new deployment (the changed query needs a new
+      checkpoint) replaces the speed rows. Until both did, serving sums the new measure over
+      the rows that have it, ``check`` reports the difference, and where no row has it
+      `lambda_demo.serving.reads` refuses to return a number.
+    """
+    wanted = {
+        "raw_tweets": raw_tweets_columns(),
+        "batch_view": {name: "BIGINT" for name in view.MEASURE_NAMES},
+        "speed_view": {name: "BIGINT" for name in view.MEASURE_NAMES},
+    }
+    cur.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        (list(wanted),),
+    )
+    present = set(cur.fetchall())
+    missing = {
+        table: {
+            name: sql_type for name, sql_type in columns.items() if (table, name) not in present
+        }
+        for table, columns in wanted.items()
+    }
+    if missing["raw_tweets"]:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM raw_tweets)")
+        if cur.fetchone()[0]:
+            logger.warning(
+                "raw_tweets lacks %s: emptied, the next batch run reloads it from S3",
+                ", ".join(missing["raw_tweets"]),
+            )
+            cur.execute("TRUNCATE raw_tweets, loaded_objects")
+    for table, columns in missing.items():
+        for name, sql_type in columns.items():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    sql.Identifier(table), sql.Identifier(name), sql.SQL(sql_type)
+                )
+            )
 
 
 def lock_speed_view(cur: cursor) -> None:

@@ -37,10 +37,15 @@ DELIVERY = DeliveryColumns(ingest_time="timestamp_ms", partition="partition", of
 
 
 def ingested_tweets(settings: Settings | None = None, *, progress: bool = False) -> pd.DataFrame:
-    """Every valid record in the topic, one row per delivery, with its Kafka coordinates."""
+    """Every valid record in the topic, one row per delivery, with its Kafka coordinates.
+
+    Columns: ``tweet_id``, ``timestamp_ms``, ``partition``, ``offset``, the view's key and
+    the contract fields its measures read (``view.FIELDS_READ``).
+    """
     import pandas as pd
 
     settings = settings or get_settings()
+    fields = view.FIELDS_READ
     consumer = kafka_io.consumer(settings, client_id="lambda-demo-check")
     rows = []
     with contextlib.closing(consumer):
@@ -52,22 +57,13 @@ def ingested_tweets(settings: Settings | None = None, *, progress: bool = False)
                     settings, settings.topic, partition, begin, end, consumer=consumer
                 ):
                     bar.update(1)
-                    rows.append(_valid_row(record))
+                    rows.append(_valid_row(record, fields))
     rows = [row for row in rows if row is not None]
-    columns = [
-        "tweet_id",
-        "timestamp_ms",
-        "partition",
-        "offset",
-        "location",
-        "followers_count",
-        "like_count",
-        "retweet_count",
-    ]
+    columns = ["tweet_id", "timestamp_ms", "partition", "offset", view.KEY, *fields]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _valid_row(record) -> tuple | None:
+def _valid_row(record, fields: tuple[str, ...]) -> tuple | None:
     parsed = parse_record(record.value, record.timestamp)
     if isinstance(parsed, Rejected):
         return None
@@ -76,10 +72,8 @@ def _valid_row(record) -> tuple | None:
         record.timestamp,
         record.partition,
         record.offset,
-        parsed.location,
-        parsed.followers_count,
-        parsed.like_count,
-        parsed.retweet_count,
+        getattr(parsed, view.KEY),
+        *(getattr(parsed, name) for name in fields),
     )
 
 

@@ -31,14 +31,27 @@ if TYPE_CHECKING:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measures as exact ``int64``; an error that says what to do where one is NULL.
+
+    A measure is NULL at a location when it was added to the view after every row there was
+    computed (see ``warehouse.ensure_schema``). There is no right number to return, and
+    pandas would have turned the whole column into inexact floats.
+    """
     for name in view.MEASURE_NAMES:
-        if name in frame:
-            frame[name] = frame[name].astype("int64")
+        if name not in frame:
+            continue
+        if frame[name].isna().any():
+            raise LambdaDemoError(
+                f"The measure {name} is not computed yet for every location: it was added "
+                "after the current batch view or speed deployment was computed. Run "
+                "`lambda-demo batch`, and restart the speed layer on a new checkpoint."
+            )
+        frame[name] = frame[name].astype("int64")
     return frame
 
 
 def serving_view(settings: Settings | None = None) -> pd.DataFrame:
-    """Every location with its four measures, sorted by location."""
+    """Every location with every measure of the view, sorted by location."""
     columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
     query = sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(columns)
     return _typed(warehouse.fetch_frame(query, settings=settings))

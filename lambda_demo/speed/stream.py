@@ -9,7 +9,8 @@ Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries 
 * ``speed_quarantine``: records that break the contract, with the raw bytes and the reason.
 
 Validation runs the package's own ``contract.parse_record`` on Arrow batches
-(``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules.
+(``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules, and
+keeps the contract fields the view's measures read (``view.FIELDS_READ``).
 
 **What keeps the state small.** The speed layer only has to cover what the batch layer has
 not absorbed yet, so it must forget. Each day is an event-time window on the ingest time,
@@ -43,7 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lambda_demo import view
@@ -64,39 +65,56 @@ WATERMARK = "25 hours"
 
 DAY = "1 day"
 
-PARSED_SCHEMA = (
-    "kafka_partition int, kafka_offset long, ingest_ms long, reason string, "
-    "raw_value binary, tweet_id string, location string, "
-    "followers_count long, like_count long, retweet_count long"
-)
-_FLAT_FIELDS = ["tweet_id", "location", "followers_count", "like_count", "retweet_count"]
 
-
-def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Apply the ingestion contract to Kafka rows (runs in Spark's Python workers)."""
-    import pandas as pd
-
-    for batch in batches:
-        out: dict[str, list] = {name: [] for name in ("reason", "raw_value", *_FLAT_FIELDS)}
-        for value, ingest_ms in zip(batch["value"], batch["ingest_ms"], strict=True):
-            parsed = parse_record(value, int(ingest_ms))
-            valid = not isinstance(parsed, Rejected)
-            out["reason"].append(None if valid else parsed.reason)
-            out["raw_value"].append(None if valid else value)
-            for name in _FLAT_FIELDS:
-                out[name].append(getattr(parsed, name) if valid else None)
-        frame = pd.DataFrame(
-            {
-                "kafka_partition": batch["partition"].astype("int32"),
-                "kafka_offset": batch["offset"],
-                "ingest_ms": batch["ingest_ms"],
-            }
+def parsed_schema(fields: tuple[str, ...]) -> str:
+    """The schema of `validator`'s output for the contract fields ``fields``."""
+    return ", ".join(
+        (
+            "kafka_partition int, kafka_offset long, ingest_ms long, reason string",
+            f"raw_value binary, tweet_id string, {view.KEY} string",
+            *(f"{name} long" for name in fields),
         )
-        for name, values in out.items():
-            # Nullable Int64, not float64: sums and counts beyond 2**53 must stay exact.
-            dtype = "Int64" if name.endswith("_count") else "object"
-            frame[name] = pd.Series(values, dtype=dtype, index=frame.index)
-        yield frame
+    )
+
+
+def validator(
+    fields: tuple[str, ...],
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The function Spark's Python workers run on Kafka rows: the contract, then ``fields``.
+
+    The driver calls this with the view's fields and Spark ships the returned closure, list
+    included, to its workers. The workers import the package from disk, so a list they
+    derived themselves would miss a measure added in the driver at run time (in a notebook,
+    or by tests/integration/test_add_measure.py); this one is what the driver's view reads.
+    """
+    flat = ("tweet_id", view.KEY, *fields)
+
+    def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd
+
+        for batch in batches:
+            out: dict[str, list] = {name: [] for name in ("reason", "raw_value", *flat)}
+            for value, ingest_ms in zip(batch["value"], batch["ingest_ms"], strict=True):
+                parsed = parse_record(value, int(ingest_ms))
+                valid = not isinstance(parsed, Rejected)
+                out["reason"].append(None if valid else parsed.reason)
+                out["raw_value"].append(None if valid else value)
+                for name in flat:
+                    out[name].append(getattr(parsed, name) if valid else None)
+            frame = pd.DataFrame(
+                {
+                    "kafka_partition": batch["partition"].astype("int32"),
+                    "kafka_offset": batch["offset"],
+                    "ingest_ms": batch["ingest_ms"],
+                }
+            )
+            for name, values in out.items():
+                # Nullable Int64, not float64: sums and counts beyond 2**53 must stay exact.
+                dtype = "Int64" if name in fields else "object"
+                frame[name] = pd.Series(values, dtype=dtype, index=frame.index)
+            yield frame
+
+    return validate_batches
 
 
 def topic_partitions(settings: Settings) -> list[int]:
@@ -123,6 +141,7 @@ def parsed_stream(
     """
     from pyspark.sql import functions as F
 
+    fields = view.FIELDS_READ
     source = (
         {"assign": json.dumps({settings.topic: [partition]})}
         if partition is not None
@@ -139,7 +158,7 @@ def parsed_stream(
         # Milliseconds, not timestamps, cross into Python: pandas timestamps end in 2262, and
         # a foreign producer may stamp a record in year 9999.
         .select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
-        .mapInPandas(validate_batches, schema=PARSED_SCHEMA)
+        .mapInPandas(validator(fields), schema=parsed_schema(fields))
         .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
     )
 

@@ -16,8 +16,8 @@ import pytest
 from lambda_demo import view
 from lambda_demo.batch.archiver import _ingest_date, object_key, parse_object_key
 from lambda_demo.batch.loader import (
-    RAW_COLUMNS,
     csv_rows,
+    raw_columns,
     read_object,
     redshift_copy_sql,
     redshift_staging_lines,
@@ -48,9 +48,9 @@ ROW = (
 
 def test_redshift_copy_sql_is_exact() -> None:
     got = redshift_copy_sql(
-        table="raw_tweets", columns=RAW_COLUMNS, bucket="lambda-demo", key=KEY, iam_role=ROLE
+        table="raw_tweets", columns=raw_columns(), bucket="lambda-demo", key=KEY, iam_role=ROLE
     )
-    columns = ", ".join(f'"{name}"' for name in RAW_COLUMNS)
+    columns = ", ".join(f'"{name}"' for name in raw_columns())
     assert got == (
         f"COPY \"raw_tweets\" ({columns}) FROM 's3://lambda-demo/{KEY}' "
         f"IAM_ROLE '{ROLE}' FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'epochmillisecs' "
@@ -75,7 +75,7 @@ def test_redshift_copy_sql_is_exact() -> None:
 def test_redshift_copy_sql_refuses_unsafe_names_and_literals(field: str, value: str) -> None:
     args = {
         "table": "raw_tweets",
-        "columns": RAW_COLUMNS,
+        "columns": raw_columns(),
         "bucket": "lambda-demo",
         "key": KEY,
         "iam_role": ROLE,
@@ -89,7 +89,7 @@ def test_redshift_staging_lines_are_named_like_the_columns() -> None:
     line, end = redshift_staging_lines([ROW]).split(b"\n")
     assert end == b""
     record = json.loads(line)
-    assert list(record) == list(RAW_COLUMNS)
+    assert list(record) == list(raw_columns())
     assert record["tweet_id"] == "007"  # identity is the digit string
     assert record["ingest_ts"] == 1709337599999  # epoch milliseconds
     assert record["ingest_day"] == "2024-03-01"

@@ -25,7 +25,7 @@ import pytest
 
 from lambda_demo import contract, view
 from lambda_demo.batch import archiver, recompute
-from lambda_demo.batch.loader import RAW_COLUMNS, read_object
+from lambda_demo.batch.loader import raw_columns, read_object
 from lambda_demo.clients import kafka_io, warehouse
 from lambda_demo.contract import (
     FIRST_DELIVERY_ORDER,
@@ -69,7 +69,7 @@ DELIVERIES = [
     ("6", MS + DAY_MS + 20, 1, 30, "after"),  # only on day 1
 ]
 DAY0 = date(2026, 11, 1)
-FIELDS = [m.field for m in view.MEASURES if m.field]
+FIELDS = list(view.FIELDS_READ)
 
 
 def _counts(location: str) -> dict[str, int]:
@@ -79,7 +79,7 @@ def _counts(location: str) -> dict[str, int]:
 
 def _expected(locations: list[str]) -> dict[str, list[int]]:
     return {
-        loc: [1 if m.field is None else _counts(loc)[m.field] for m in view.MEASURES]
+        loc: [1 if m.reads is None else _counts(loc)[m.reads] for m in view.MEASURES]
         for loc in locations
     }
 
@@ -151,7 +151,7 @@ def test_both_layers_name_their_columns_for_the_one_order() -> None:
         "kafka_partition",
         "kafka_offset",
     ]
-    assert set(recompute.RAW_DELIVERY.first_delivery_order()) <= set(RAW_COLUMNS)
+    assert set(recompute.RAW_DELIVERY.first_delivery_order()) <= set(raw_columns())
     assert check.DELIVERY.first_delivery_order() == ["timestamp_ms", "partition", "offset"]
     text = " ".join(recompute.batch_view_sql().split())
     assert f"ORDER BY {recompute.RAW_DELIVERY.sql_order_by()} )" in text
@@ -198,7 +198,7 @@ def test_archiver_and_loader_file_a_record_under_its_ingest_day(ms: int) -> None
     line = {"partition": 0, "offset": 1, "timestamp_ms": ms, "key": None,
             "value": flat.to_json_bytes().decode()}  # fmt: skip
     (row,), _ = read_object(json.dumps(line).encode() + b"\n", object_key="k")
-    assert row[RAW_COLUMNS.index("ingest_day")] == ingest_day(ms)
+    assert row[raw_columns().index("ingest_day")] == ingest_day(ms)
 
 
 class _FakeBuilder:
@@ -259,7 +259,7 @@ def test_batch_run_and_serving_views_render_the_one_split() -> None:
     assert sql_batch_days("ingest_day", "%(cutoff)s") in recompute.batch_view_sql()
     delete = f"DELETE FROM speed_view WHERE {sql_batch_days('ingest_day', '%s')}"
     assert delete == recompute._DELETE_ABSORBED_SPEED_DAYS
-    ddl = " ".join(warehouse.DDL.split())
+    ddl = " ".join((warehouse.tables_ddl() + warehouse.views_ddl()).split())
     assert f"WHERE {sql_speed_days('v.ingest_day', '(SELECT cutoff_day FROM batch_meta)')};" in ddl
     serving = ddl[ddl.index("CREATE OR REPLACE VIEW serving_view") :]
     assert "FROM batch_serving" in serving and "FROM speed_serving" in serving

@@ -316,7 +316,7 @@ class _Checker:
             return func, "a call whose result is not known to be safe"
         if isinstance(func, ast.Attribute):
             if isinstance(func.value, ast.Name) and func.value.id in self.view_aliases:
-                return None  # SQL that lambda_demo.view derives from its definitions
+                return self._first(args, scopes)  # SQL that lambda_demo.view derives
             if self._is_psycopg(node):
                 if func.attr in _PSYCOPG_QUOTERS:
                     return None
@@ -488,6 +488,12 @@ VIOLATIONS = {
         "import os\nTABLE = os.environ['T']\n"
         "def f(cur):\n    cur.execute(f'SELECT * FROM {TABLE}')\n",
         "'os'",
+    ),
+    "a value passed to a view function": (
+        "from lambda_demo import view\n"
+        "def f(cur, location):\n"
+        "    cur.execute(f'SELECT {view.sql_select_list(location)} FROM v')\n",
+        "'location'",
     ),
     "_literal without _checked": (
         "def f(cur, bucket):\n    cur.execute(f'COPY t FROM {_literal(bucket)}')\n",

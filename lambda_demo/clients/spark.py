@@ -18,14 +18,12 @@ from typing import TYPE_CHECKING
 
 from lambda_demo.errors import SparkStartError
 from lambda_demo.settings import Settings, get_settings
-from lambda_demo.stack.jvm import CACHE_DIR, java_version
+from lambda_demo.stack.jvm import CACHE_DIR, IVY_SETTINGS, java_version
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
-
-IVY_SETTINGS = Path(__file__).resolve().parent / "stack" / "ivysettings.xml"
 
 
 def kafka_connector() -> str:

@@ -23,6 +23,9 @@ TWEET_FIELDS = ["created_at", "public_metrics", "entities", "lang"]
 USER_FIELDS = ["location", "public_metrics"]
 EXPANSIONS = ["author_id"]
 
+RULE_TAG = "lambda-demo"
+"""The tag on every stream rule ``live`` adds, so it only ever removes rules of its own."""
+
 
 class _KafkaStream(tweepy.StreamingClient):
     """Hands every raw payload to the shared handler; tweepy does the reconnecting."""
@@ -38,6 +41,38 @@ class _KafkaStream(tweepy.StreamingClient):
         logger.warning("stream errors: %s", errors)
 
 
+def rule_changes(
+    existing: list[tweepy.StreamRule], wanted: list[str]
+) -> tuple[list[str], list[str]]:
+    """Which rule ids to delete and which rule values to add so ours equal ``wanted``.
+
+    A filtered-stream rule belongs to the whole developer account, which other programs may
+    share: only rules tagged `RULE_TAG` are ours to remove.
+    """
+    ours = [rule for rule in existing if rule.tag == RULE_TAG]
+    stale = [rule.id for rule in ours if rule.value not in wanted]
+    present = {rule.value for rule in ours}
+    return stale, [value for value in wanted if value not in present]
+
+
+def _sync_rules(stream: tweepy.StreamingClient, wanted: list[str]) -> None:
+    """Make the account's ``lambda-demo`` rules equal ``wanted``; leave every other rule."""
+    existing = stream.get_rules().data or []
+    stale, missing = rule_changes(existing, wanted)
+    if stale:
+        stream.delete_rules(stale)
+    if missing:
+        stream.add_rules([tweepy.StreamRule(value, tag=RULE_TAG) for value in missing])
+    foreign = [rule.value for rule in existing if rule.tag != RULE_TAG]
+    if foreign:
+        logger.warning(
+            "the account has %d stream rules not made by lambda-demo (%s): tweets matching "
+            "them arrive too and are ingested",
+            len(foreign),
+            ", ".join(foreign),
+        )
+
+
 def live(settings: Settings | None = None) -> IngestCounts:
     """Stream matching tweets into Kafka until Ctrl-C."""
     settings = settings or get_settings()
@@ -51,10 +86,7 @@ def live(settings: Settings | None = None) -> IngestCounts:
     producer = kafka_io.producer(settings)
     handler = TweetHandler.for_settings(producer, settings)
     stream = _KafkaStream(settings.x_bearer_token.get_secret_value(), handler)
-    existing = stream.get_rules().data or []
-    if existing:
-        stream.delete_rules([rule.id for rule in existing])
-    stream.add_rules([tweepy.StreamRule(rule) for rule in settings.filter_rules])
+    _sync_rules(stream, list(settings.filter_rules))
     try:
         stream.filter(tweet_fields=TWEET_FIELDS, user_fields=USER_FIELDS, expansions=EXPANSIONS)
     finally:

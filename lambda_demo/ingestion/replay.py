@@ -47,9 +47,17 @@ def read_lines(path: Path) -> Iterator[bytes]:
 
 
 def source_id(files: list[Path], start: datetime | None, loop_round: int = 0) -> str:
-    """A short, stable name for one replay: same files and start -> same id -> resumable."""
-    text = "|".join([*(p.name for p in files), start.isoformat() if start else "", str(loop_round)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short, stable name for one replay: same content and start -> same id -> resumable.
+
+    The files' bytes, not their names: two different files called ``tweets.jsonl.gz`` are two
+    sources, and the second must not be skipped as if Kafka already had it.
+    """
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    digest.update(f"|{start.isoformat() if start else ''}|{loop_round}".encode())
+    return digest.hexdigest()[:16]
 
 
 def delivered_marks(settings: Settings, source: str) -> dict[tuple[str, int], int]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambda_demo.clients import warehouse
 from lambda_demo.clients.spark import get_spark
+from lambda_demo.errors import LambdaDemoError
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.speed.sink import (
     CheckpointWithoutRows,
@@ -29,10 +30,48 @@ from lambda_demo.speed.sink import (
 from lambda_demo.speed.stream import parsed_stream, speed_aggregates, valid_tweets
 
 if TYPE_CHECKING:
+    from psycopg2.extensions import connection
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 logger = logging.getLogger(__name__)
+
+
+class SpeedLayerBusy(LambdaDemoError):
+    """Another speed layer already writes this schema from the same checkpoint."""
+
+
+# The warehouse session that holds each running view query's writer lock: the lock is a
+# session-level advisory lock, so it goes when the query is stopped or the process dies.
+_writers: dict[str, tuple[StreamingQuery, connection]] = {}
+
+
+def _claim_writer(settings: Settings, checkpoint: str) -> connection:
+    """Take the one-writer lock of (schema, checkpoint), or refuse in words.
+
+    Two processes running the same checkpoint would both replay and upsert the same
+    deployment's rows, interleaved. Spark refuses a duplicate inside one application only;
+    this lock, in the warehouse both write to, refuses it across processes and machines.
+    """
+    for key, (query, conn) in list(_writers.items()):
+        if not query.isActive:  # a query that failed and was never stopped frees its lock
+            conn.close()
+            del _writers[key]
+    conn = warehouse.connect(settings, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+            (f"speed {settings.warehouse_schema} {checkpoint}",),
+        )
+        if not cur.fetchone()[0]:
+            conn.close()
+            raise SpeedLayerBusy(
+                f"A speed layer is already running on schema {settings.warehouse_schema!r} "
+                f"with checkpoint {checkpoint}: stop it first (Ctrl-C in its terminal, or "
+                "`stop_queries` in its notebook)."
+            )
+    return conn
+
 
 # Per Spark application: which view queries' progress to record, and with which settings.
 _watched: dict[str, dict[str, Settings]] = {}
@@ -91,20 +130,26 @@ def start_queries(
     warehouse.ensure_schema(settings)
     spark = get_spark(settings)
     checkpoint = f"{settings.checkpoints}/{checkpoint_name}"
+    writer = _claim_writer(settings, checkpoint)
     trigger = (
         {"availableNow": True}
         if once
         else {"processingTime": f"{trigger_seconds or settings.trigger_seconds} seconds"}
     )
-    view_query = (
-        aggregate(valid_tweets(spark, settings))
-        .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
-        .outputMode("update")
-        .foreachBatch(SpeedViewSink(settings, checkpoint))
-        .option("checkpointLocation", checkpoint)
-        .trigger(**trigger)
-        .start()
-    )
+    try:
+        view_query = (
+            aggregate(valid_tweets(spark, settings))
+            .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
+            .outputMode("update")
+            .foreachBatch(SpeedViewSink(settings, checkpoint))
+            .option("checkpointLocation", checkpoint)
+            .trigger(**trigger)
+            .start()
+        )
+    except BaseException:
+        writer.close()
+        raise
+    _writers[str(view_query.id)] = (view_query, writer)
     _watch(spark, view_query, settings)
     quarantine_query = (
         parsed_stream(spark, settings)
@@ -162,6 +207,8 @@ def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None
     if queries[0].exception() is None:
         for report in queries[0].recentProgress:
             record_progress(settings, json.loads(report.json))
+    if (held := _writers.pop(str(queries[0].id), None)) is not None:
+        held[1].close()
 
 
 def run_speed(

@@ -2,7 +2,8 @@
 
 `manager` starts and stops them (`process` knows each one by pid and start time, `services`
 how to launch it, `jvm` where its jars come from), `prefetch` downloads everything once, and
-`doctor` says in words what is missing or wrong.
+`doctor` holds the health rules (Java, free disk, who holds a port) that both
+``lambda-demo doctor`` and ``stack status`` apply to say in words what is missing or wrong.
 """
 
 from lambda_demo.stack.manager import down, reset, status, status_json, up

@@ -1,10 +1,18 @@
-"""``lambda-demo doctor``: the pre-flight check a participant runs days before a workshop.
+"""The embedded stack's health rules, and ``lambda-demo doctor``, the checklist built on them.
 
 Everything that can go wrong on a laptop - Python or Java too old, too little memory or disk,
 a port taken, a cache not filled, a service that will not start - is much cheaper to find at
-home than in the room. Each check returns a `Verdict`: green, or red with the fix in one
-sentence. The checks that only judge measured numbers are pure functions of their inputs,
-so the unit tests can hand them fake ones.
+home than in the room. So a participant runs ``lambda-demo doctor`` days before a workshop:
+each check returns a `Verdict`, green, or red with the fix in one sentence.
+
+During the workshop, ``lambda-demo stack status`` (`lambda_demo.stack.manager.status`) says
+in words what is wrong with a running stack, and it applies the *same* rules: Java
+(`java_problem`), free disk (`disk_problem`) and who holds a port (`port_problem`) are each
+decided, and worded, once here. A learner should not read a JVM stack trace to find out that
+another program holds a port, that Java is missing or that the disk is full. Each rule returns
+a `Problem` (what is wrong, what to do) or None; the checklist shows the two parts on two
+lines, ``stack status`` as one sentence. The rules that only judge measured numbers are pure
+functions of their inputs, so the unit tests can hand them fake ones.
 
 The cache checks never download: they say what an offline run would miss, and the fix is
 ``lambda-demo prefetch``. The stack and round-trip checks run on a private, throwaway
@@ -14,6 +22,7 @@ The cache checks never download: they say what an offline run would miss, and th
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -31,13 +40,42 @@ from lambda_demo.settings import Settings, get_settings
 from lambda_demo.stack import prefetch
 from lambda_demo.stack.jvm import java_major
 
+MB = 1024**2
 GB = 1024**3
 MIN_PYTHON = (3, 11)
 MIN_JAVA = 17
-MAX_JAVA = 21  # the newest Java Spark 4 supports
+"""The oldest Java that Kafka 4 and Spark 4 run on."""
+MAX_JAVA = 21
+"""The newest Java Spark 4 supports."""
 MIN_MEMORY_BYTES = 4 * GB
-MIN_DISK_BYTES = 2 * GB
+MIN_FREE_DISK_TO_RUN = 500 * MB
+"""Below this much free space under ``LAMBDA_DEMO_HOME`` a running stack is about to stop:
+Kafka and PostgreSQL stop writing when the disk is full. ``stack status`` warns from here on."""
+MIN_FREE_DISK_FOR_WORKSHOP = 2 * GB
+"""What ``doctor`` asks for before a workshop, when the stack holds no data yet: room for a
+whole tutorial's Kafka log, S3 archive, warehouse and Spark checkpoints, with a margin so the
+participant never gets near `MIN_FREE_DISK_TO_RUN`. Higher than that threshold on purpose:
+warning at 2 GB in ``stack status`` would nag a participant whose small disk is doing fine."""
+PORT_FIX = (
+    "stop that program, or run `lambda-demo stack reset` to pick new ports "
+    "(this deletes the stack's data)."
+)
 PREFETCH_FIX = "run `lambda-demo prefetch` while online (it downloads once, into the caches)."
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a rule found wrong, and what to do about it.
+
+    ``fix`` starts in lower case, as the checklist prints it after "fix:".
+    """
+
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        """The one-sentence form that ``stack status`` and error messages show."""
+        return f"{self.what}. {self.fix[:1].upper()}{self.fix[1:]}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +105,140 @@ def _red(name: str, detail: str, fix: str) -> Verdict:
     return Verdict(name, False, detail, fix)
 
 
-# --- pure verdicts -----------------------------------------------------------------------------
+def _size(n: int) -> str:
+    """Bytes as people read them: MB below a gigabyte, GB with at most one decimal above."""
+    if n < GB:
+        return f"{n // MB} MB"
+    return f"{n / GB:.1f}".removesuffix(".0") + " GB"
+
+
+# --- the rules, shared by `doctor` and `stack status` ------------------------------------------
+
+
+def java_problem(major: int | None) -> Problem | None:
+    """Why the JVM services (Kafka, S3Proxy, Spark) cannot run on this Java, or None.
+
+    ``major`` is `jvm.java_major`'s answer: None when there is no ``java`` on the PATH.
+    """
+    install = (
+        "install OpenJDK 17 (Debian/Ubuntu: `apt install openjdk-17-jre`; macOS: "
+        "`brew install openjdk@17`; conda: `conda env create -f environment.yml`) and make "
+        "sure `java -version` shows it."
+    )
+    if major is None:
+        return Problem(
+            f"no `java` on the PATH (Java {MIN_JAVA}+ is needed for Kafka, S3Proxy and Spark)",
+            install,
+        )
+    if major < MIN_JAVA:
+        return Problem(f"Java {major} found, but {MIN_JAVA}+ is needed", install)
+    if major > MAX_JAVA:
+        return Problem(
+            f"Java {major}: Spark 4 supports Java {MIN_JAVA} and {MAX_JAVA}",
+            f"install OpenJDK {MAX_JAVA} or {MIN_JAVA} and put it first on the PATH "
+            "(or set JAVA_HOME to it).",
+        )
+    return None
+
+
+def disk_problem(free_bytes: int | None, home: Path, *, need: int) -> Problem | None:
+    """Too little free space (``free_bytes``, from `free_disk`) for the stack in ``home``.
+
+    ``need`` is `MIN_FREE_DISK_FOR_WORKSHOP` before a workshop, `MIN_FREE_DISK_TO_RUN` for a
+    running stack. Space that could not be measured is not the participant's fault: None.
+    """
+    if free_bytes is None or free_bytes >= need:
+        return None
+    return Problem(
+        f"low on disk space: only {_size(free_bytes)} free at {home} (need at least {_size(need)})",
+        f"Kafka and PostgreSQL stop writing when the disk fills up: free some space, point "
+        f"LAMBDA_DEMO_HOME at a disk with {_size(need)} free, or run `lambda-demo stack reset` "
+        f"to delete this stack's data.",
+    )
+
+
+def port_problem(port: int, *, own_pid: int | None) -> Problem | None:
+    """Who holds ``port`` when it is not the service's own process (``own_pid``), or None.
+
+    With ``own_pid`` None (the service is not running), a port that accepts connections is
+    taken even when its holder is invisible to this user.
+    """
+    from lambda_demo.stack.process import port_open
+
+    pids = [pid for pid in listener_pids(port) if pid != own_pid]
+    if not pids and (own_pid is not None or not port_open(port)):
+        return None
+    who = (
+        ", ".join(f"{process_name(pid)} (pid {pid})" for pid in pids)
+        if pids
+        else "a program this user cannot see"
+    )
+    return Problem(f"port {port} is taken by another program: {who}", PORT_FIX)
+
+
+def listener_pids(port: int) -> list[int]:
+    """Pids of the processes with a socket listening on TCP ``port`` (any address), if visible.
+
+    Other users' processes may be invisible (no permission): the result is then empty even
+    though the port is taken.
+    """
+    return sorted({pid for _address, pid in _listeners(port) if pid is not None})
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The local addresses (``"127.0.0.1"``, ``"0.0.0.0"``, ``"::"``...) listening on ``port``.
+
+    An IPv4 address that a dual-stack socket reports in its IPv6-mapped form
+    (``::ffff:127.0.0.1``, as Java does) is given in its IPv4 form.
+    """
+    return sorted({address for address, _pid in _listeners(port)})
+
+
+def _listeners(port: int) -> list[tuple[str, int | None]]:
+    """(address, pid) of every listening TCP socket on ``port``, through psutil: the same
+    answer on Linux and macOS. Where the system-wide table needs privileges (macOS), each
+    process this user may inspect is asked instead."""
+    found: list[tuple[str, int | None]] = []
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+                found.append((_plain(c.laddr.ip), c.pid))
+    except psutil.AccessDenied:
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                for c in process.net_connections(kind="tcp"):
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+                        found.append((_plain(c.laddr.ip), process.pid))
+    return found
+
+
+def _plain(ip: str) -> str:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def process_name(pid: int) -> str:
+    """A short description of a process: its command line, cut to 80 characters."""
+    try:
+        command = " ".join(psutil.Process(pid).cmdline()).strip() or f"pid {pid}"
+    except psutil.Error:
+        return f"pid {pid}"
+    return command if len(command) <= 80 else command[:77] + "..."
+
+
+def dead_service_problem(name: str, pid: int | None, log_tail: str) -> str:
+    """``stack status`` on a service whose recorded process is gone: say so, show its log, say
+    what to do. A service stopped by ``stack down`` (no pid recorded) is not called dead."""
+    if pid is None:
+        return f"stopped: run `lambda-demo stack up` to start {name}"
+    return (
+        f"died (pid {pid} is gone): run `lambda-demo stack up` to restart it on its ports. "
+        f"The last lines of its log:\n{log_tail}"
+    )
+
+
+# --- the checklist's verdicts, from measured numbers -------------------------------------------
 
 
 def _at_least(name: str, value: int, minimum: int, detail: str, fix: str) -> Verdict:
@@ -90,21 +261,8 @@ def python_check(version: tuple[int, ...]) -> Verdict:
 
 
 def java_check(major: int | None) -> Verdict:
-    install = (
-        "install OpenJDK 17 (Debian/Ubuntu: `apt install openjdk-17-jre`; macOS: "
-        "`brew install openjdk@17`; conda: `conda env create -f environment.yml`) and make "
-        "sure `java -version` shows it."
-    )
-    if major is None:
-        return _red("Java", "no `java` on the PATH (need 17+)", install)
-    if major < MIN_JAVA:
-        return _red("Java", f"Java {major} (need 17+)", install)
-    if major > MAX_JAVA:
-        return _red(
-            "Java",
-            f"Java {major}: Spark 4 supports Java 17 and 21",
-            "install OpenJDK 21 or 17 and put it first on the PATH (or set JAVA_HOME to it).",
-        )
+    if problem := java_problem(major):
+        return _red("Java", problem.what, problem.fix)
     return _green("Java", f"Java {major}")
 
 
@@ -121,39 +279,33 @@ def memory_check(available_bytes: int | None) -> Verdict:
     )
 
 
-def disk_check(free_bytes: int, home: Path) -> Verdict:
-    return _at_least(
-        "Disk",
-        free_bytes,
-        MIN_DISK_BYTES,
-        f"{free_bytes / GB:.1f} GB free at {home}",
-        "free some space, or point LAMBDA_DEMO_HOME at a disk with 2 GB free; "
-        "`lambda-demo stack reset` deletes an old stack's data.",
-    )
+def disk_check(free_bytes: int | None, home: Path) -> Verdict:
+    need = MIN_FREE_DISK_FOR_WORKSHOP
+    if problem := disk_problem(free_bytes, home, need=need):
+        return _red("Disk", problem.what, problem.fix)
+    if free_bytes is None:
+        return _green(
+            "Disk", f"could not measure free space at {home}; make sure {_size(need)} are free"
+        )
+    return _green("Disk", f"{_size(free_bytes)} free at {home}")
 
 
 def ports_check(
     recorded: list[tuple[str, int, int | None]],
-    problem_for: Callable[[int, int | None], str | None],
+    problem_for: Callable[[int, int | None], Problem | None],
 ) -> Verdict:
     """``recorded`` is (service, port, pid) from state.json; ``problem_for(port, own_pid)``
-    says who else holds a port (`lambda_demo.stack.diagnose.port_problem` in real use)."""
+    says who else holds a port (`port_problem` in real use)."""
     if not recorded:
         return _green("Ports", "no stack recorded yet: free ports are picked at first start")
-    taken = [(name, port, problem_for(port, pid)) for name, port, pid in recorded]
-    bad = [(name, port, problem) for name, port, problem in taken if problem]
+    taken = [(name, problem_for(port, pid)) for name, port, pid in recorded]
+    bad = [(name, problem) for name, problem in taken if problem]
     if not bad:
         ports = ", ".join(str(port) for _name, port, _pid in recorded)
         return _green("Ports", f"recorded ports free or ours ({ports})")
-    name, port, problem = bad[0]
+    name, problem = bad[0]
     others = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    return _red(
-        "Ports",
-        f"{name}'s port {port} is taken by another program{others}",
-        problem
-        or "stop that program, or run `lambda-demo stack reset` to pick new ports "
-        "(this deletes the stack's data).",
-    )
+    return _red("Ports", f"{name}'s {problem.what}{others}", problem.fix)
 
 
 def runtime_cache_check(title: str, missing: list[str] | None) -> Verdict:
@@ -203,11 +355,14 @@ def available_memory() -> int | None:
     return None
 
 
-def free_disk(home: Path) -> int:
+def free_disk(home: Path) -> int | None:
+    """Free bytes on the file system that holds (or will hold) ``home``; None if unreadable."""
     path = Path(home)
     while not path.exists() and path != path.parent:
         path = path.parent  # before the first start, the nearest existing parent
-    return shutil.disk_usage(path).free
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(path).free
+    return None
 
 
 def recorded_ports(settings: Settings) -> list[tuple[str, int, int | None]]:
@@ -309,17 +464,13 @@ def _stop_spark() -> None:
 
 def doctor(settings: Settings | None = None, *, quick: bool = False) -> Iterator[Verdict]:
     """Every check, yielded as soon as it is decided (the live ones take a minute or two)."""
-    from lambda_demo.stack import diagnose
-
     settings = settings or get_settings()
     checks = [
         python_check(tuple(sys.version_info[:3])),
         java_check(java_major()),
         memory_check(available_memory()),
         disk_check(free_disk(settings.home), settings.home),
-        ports_check(
-            recorded_ports(settings), lambda port, pid: diagnose.port_problem(port, own_pid=pid)
-        ),
+        ports_check(recorded_ports(settings), lambda port, pid: port_problem(port, own_pid=pid)),
         runtime_cache_check("Kafka jars", prefetch.missing_jars("kafka")),
         runtime_cache_check("S3Proxy jars", prefetch.missing_jars("s3proxy")),
         connector_check(prefetch.connector_version(), prefetch.connector_cached()),

@@ -64,15 +64,17 @@ def java_major() -> int | None:
 
 
 def java_version() -> int:
-    """The major version of ``java`` on the PATH; raises with an install hint if absent."""
+    """The major version of ``java`` on the PATH; raises with `doctor.java_problem`'s install
+    hint if it is absent or too old to run anything.
+
+    A Java newer than `doctor.MAX_JAVA` is not refused here: only Spark is known to need an
+    older one, and ``doctor`` and ``stack status`` name that problem.
+    """
+    from lambda_demo.stack import doctor  # doctor imports this module
+
     major = java_major()
-    if major is None:
-        raise JavaMissingError(
-            "Java 17+ is needed for Kafka, S3Proxy and Spark: install OpenJDK 17 "
-            "(conda: `conda env create -f environment.yml`; Debian: `apt install openjdk-17-jre`)."
-        )
-    if major < 17:
-        raise JavaMissingError(f"Java {major} found, but 17+ is needed: install OpenJDK 17.")
+    if major is None or major < doctor.MIN_JAVA:
+        raise JavaMissingError(str(doctor.java_problem(major)))
     return major
 
 

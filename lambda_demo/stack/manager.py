@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
-from lambda_demo.stack import jvm
+from lambda_demo.stack import doctor, jvm
 from lambda_demo.stack.process import (
     adopt,
     free_port,
@@ -27,6 +27,7 @@ from lambda_demo.stack.process import (
     start_detached,
     started_at,
     stop,
+    write_private,
 )
 from lambda_demo.stack.services import SERVICES, Service
 
@@ -56,11 +57,7 @@ def _load(settings: Settings) -> dict:
 
 
 def _save(settings: Settings, state: dict) -> None:
-    settings.state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = settings.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(settings.state_file)
+    write_private(settings.state_file, json.dumps(state, indent=2))  # it holds the passwords
 
 
 def up(settings: Settings | None = None) -> list[ServiceStatus]:
@@ -93,10 +90,8 @@ def _up(settings: Settings) -> list[ServiceStatus]:
             logger.warning("%s (pid %s) is not running; starting it", service.name, entry["pid"])
         taken = [entry[key] for key in service.ports if port_open(entry[key])]
         if taken:
-            raise StackError(
-                f"Port {taken[0]} recorded for {service.name} is taken by another program. "
-                f"Stop that program, or run `lambda-demo stack reset` to pick new ports."
-            )
+            what = f"Port {taken[0]} recorded for {service.name} is taken by another program"
+            raise StackError(str(doctor.Problem(what, doctor.PORT_FIX)))
         service.prepare(home, entry)
         _save(settings, state)
         entry["pid"] = start_detached(
@@ -170,18 +165,20 @@ def reset(settings: Settings | None = None) -> None:
 def status(settings: Settings | None = None) -> list[ServiceStatus]:
     """Each service's address, version, and whether it answers, with a hint when it does not.
 
-    The hints come from `lambda_demo.stack.diagnose`: a port held by another program, a dead
-    service's last log lines, and stack-wide warnings (Java missing, disk almost full).
+    The hints come from the rules `lambda-demo doctor` applies (`lambda_demo.stack.doctor`):
+    a port held by another program, a dead service's last log lines, and stack-wide warnings
+    (Java missing, too old or too new for Spark; too little free disk).
     """
-    from lambda_demo.stack import diagnose
-
     settings = settings or get_settings()
     state = _load(settings)
-    java = diagnose.java_problem()
-    disk = diagnose.disk_problem(settings.home)
+    java = doctor.java_problem(jvm.java_major())
+    disk = doctor.disk_problem(
+        doctor.free_disk(settings.home), settings.home, need=doctor.MIN_FREE_DISK_TO_RUN
+    )
     result = []
     for service in SERVICES:
-        warnings = [w for w in (java if service.name in _JVM_SERVICES else None, disk) if w]
+        jvm_problem = java if service.name in _JVM_SERVICES else None
+        warnings = [str(w) for w in (jvm_problem, disk) if w]
         entry = state.get(service.name)
         if not entry or "port" not in entry:
             hint = "never started: run `lambda-demo stack up`"
@@ -190,16 +187,12 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
         address = f"127.0.0.1:{entry['port']}"
         pid = entry.get("pid")
         if not running(pid, entry.get("started")):
-            taken = [
-                p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=None))
-            ]
+            taken = _ports_taken(service, entry, own_pid=None)
             tail = log_tail(settings.log_file(service.name), 5)
-            hint = diagnose.dead_service_problem(service.name, pid, tail)
+            hint = doctor.dead_service_problem(service.name, pid, tail)
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         elif not service.ready(entry):
-            taken = [
-                p for key in service.ports if (p := diagnose.port_problem(entry[key], own_pid=pid))
-            ]
+            taken = _ports_taken(service, entry, own_pid=pid)
             hint = f"running but not answering on {address}; see {settings.log_file(service.name)}"
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
@@ -208,6 +201,12 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
 
 
 _JVM_SERVICES = ("kafka", "s3")
+
+
+def _ports_taken(service: Service, entry: dict, *, own_pid: int | None) -> list[str]:
+    """Who else holds the service's recorded ports, in words (`doctor.port_problem`)."""
+    problems = (doctor.port_problem(entry[key], own_pid=own_pid) for key in service.ports)
+    return [str(p) for p in problems if p]
 
 
 def _join(*problems: str) -> str | None:

@@ -80,6 +80,26 @@ def running(pid: int | None, started: float | None) -> bool:
         return False
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte on.
+
+    Written then chmod'ed, a secret is world-readable for a moment (and for good if the
+    process dies in between); a temporary file created 0600 and renamed over ``path`` never
+    is, and a reader sees the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older leftover temporary file keeps its mode under O_CREAT
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
 def start_detached(
     command: list[str],
     *,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lambda_demo.errors import StackError
 from lambda_demo.stack import jvm
-from lambda_demo.stack.process import port_open
+from lambda_demo.stack.process import port_open, write_private
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -49,7 +49,7 @@ class Service:
 def _kafka_config(home: Path, entry: dict) -> Path:
     data = home / "kafka"
     config = data / "server.properties"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.write_text(
         "\n".join(
             [
@@ -149,14 +149,15 @@ def _java(runtime: str, heap: str) -> list[str]:
 
 
 def _s3_prepare(home: Path, entry: dict) -> None:
-    (home / "s3").mkdir(parents=True, exist_ok=True)
+    (home / "s3").mkdir(mode=0o700, parents=True, exist_ok=True)
     entry.setdefault("access_key", "local-" + secrets.token_hex(6))
     entry.setdefault("secret_key", secrets.token_urlsafe(24))
 
 
 def _s3_command(home: Path, entry: dict) -> list[str]:
     config = home / "s3proxy.conf"
-    config.write_text(
+    write_private(
+        config,
         "\n".join(
             [
                 f"s3proxy.endpoint=http://127.0.0.1:{entry['port']}",
@@ -167,9 +168,8 @@ def _s3_command(home: Path, entry: dict) -> list[str]:
                 f"jclouds.filesystem.basedir={home / 's3'}",
             ]
         )
-        + "\n"
+        + "\n",
     )
-    config.chmod(0o600)
     return [*_java("s3proxy", "256m"), "org.gaul.s3proxy.Main", "--properties", str(config)]
 
 
@@ -242,10 +242,9 @@ def _pg_prepare(home: Path, entry: dict) -> None:
     entry.setdefault("password", secrets.token_urlsafe(18))
     if (data / "PG_VERSION").exists():
         return
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     pwfile = home / "postgres" / "pwfile"
-    pwfile.write_text(entry["password"] + "\n")
-    pwfile.chmod(0o600)
+    write_private(pwfile, entry["password"] + "\n")
     demote = _pg_run_as(home)
     result = subprocess.run(
         [

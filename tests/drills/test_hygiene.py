@@ -18,7 +18,7 @@ import pytest
 from helpers import tracked_files
 
 from lambda_demo.settings import REPO_ROOT
-from lambda_demo.stack import diagnose
+from lambda_demo.stack import doctor
 
 pytestmark = [pytest.mark.drills, pytest.mark.integration]
 
@@ -48,7 +48,7 @@ def test_embedded_services_listen_on_loopback_only(stack_home: Path) -> None:
     }
     assert set(ports) == {"kafka.port", "kafka.controller_port", "s3.port", "postgres.port"}
     for name, port in ports.items():
-        addresses = diagnose.listening_addresses(port)
+        addresses = doctor.listening_addresses(port)
         assert addresses, f"{name} ({port}) is not listening"
         assert addresses == ["127.0.0.1"], f"{name} ({port}) listens on {addresses}"
 

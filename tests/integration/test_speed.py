@@ -352,3 +352,21 @@ def test_a_record_later_than_the_watermark_is_named_by_check_and_counted_by_batc
     run_batch(settings, cutoff=(DAY0 + timedelta(days=1)).date(), progress=False)
     assert check(settings).ok  # nothing was lost: the batch layer counted them
     assert as_dict(reads.serving_view(settings)) == expected_view(first + late)
+
+
+def test_a_second_speed_layer_on_the_same_checkpoint_is_refused(settings: Settings, spark) -> None:
+    """One writer per view: a second run of the same checkpoint refuses in words, even from
+    another warehouse session (as another process would be), and the lock goes with the first."""
+    from lambda_demo.speed.run import SpeedLayerBusy
+
+    deliveries = _stream(11, 60)
+    produce(settings, deliveries)
+    first = start_queries(settings, trigger_seconds=0.5)
+    try:
+        with pytest.raises(SpeedLayerBusy, match="already running on schema"):
+            start_queries(settings, once=True)
+        assert [q.isActive for q in first] == [True, True]
+    finally:
+        stop_queries(first, settings)
+    run_speed(settings, once=True)  # the lock went with the first run
+    assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)

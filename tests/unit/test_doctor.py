@@ -1,20 +1,83 @@
-"""`lambda-demo doctor`'s verdicts: each check's colour and fix text, from fake measurements.
+"""The health rules in ``lambda_demo.stack.doctor``, the checklist built on them, and
+``stack status``, which applies the same rules to a running stack.
 
 The live checks (a private stack and a round trip) are exercised by running the command;
-here every pure check gets the inputs a participant's laptop might produce.
+here every rule and check gets the inputs a participant's laptop might produce, and
+``stack status`` a fake stack whose processes are gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
+from lambda_demo.errors import JavaMissingError, StackError
 from lambda_demo.settings import Settings
-from lambda_demo.stack import doctor, prefetch
-from lambda_demo.stack.doctor import GB, Verdict
+from lambda_demo.stack import doctor, jvm, manager, prefetch
+from lambda_demo.stack.doctor import GB, Problem, Verdict
+
+Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.fixture
+def listener():
+    """A socket of this process listening on a loopback port: 'another program'."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def _free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _fake_home(tmp_path: Path, *, port: int, pid: int | None, log: str = "") -> Path:
+    home = tmp_path / "home"
+    (home / "stack").mkdir(parents=True)
+    (home / "logs").mkdir()
+    state = {
+        "kafka": {"port": port, "controller_port": port, "pid": pid},
+        "s3": {"port": port, "pid": pid, "access_key": "a", "secret_key": "b"},
+        "postgres": {"port": port, "pid": pid, "password": "c"},
+    }
+    (home / "stack" / "state.json").write_text(json.dumps(state))
+    for name in state:
+        (home / "logs" / f"{name}.log").write_text(log)
+    return home
+
+
+def _free_bytes(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: Usage(10**13, 10**13, free))
+
+
+# --- a problem in one sentence ---------------------------------------------------------------
+
+
+def test_a_problem_reads_as_one_sentence_with_its_fix() -> None:
+    problem = Problem("port 1 is taken by another program: x (pid 2)", "stop that program.")
+    assert str(problem) == "port 1 is taken by another program: x (pid 2). Stop that program."
+
+
+# --- the checklist's verdicts ----------------------------------------------------------------
 
 
 def test_python_versions() -> None:
@@ -26,7 +89,9 @@ def test_python_versions() -> None:
     assert "make env" in old.fix
 
 
-@pytest.mark.parametrize(("major", "ok"), [(17, True), (21, True), (11, False), (None, False)])
+@pytest.mark.parametrize(
+    ("major", "ok"), [(17, True), (21, True), (16, False), (11, False), (None, False)]
+)
 def test_java_versions(major: int | None, ok: bool) -> None:
     verdict = doctor.java_check(major)
     assert verdict.ok is ok
@@ -65,14 +130,43 @@ def test_memory_threshold_is_four_gigabytes() -> None:
 
 def test_disk_threshold_is_two_gigabytes(tmp_path: Path) -> None:
     assert doctor.disk_check(2 * GB, tmp_path).ok
-    full = doctor.disk_check(GB // 2, tmp_path)
+    assert "2 GB free at" in doctor.disk_check(2 * GB, tmp_path).detail
+    full = doctor.disk_check(2 * GB - 1, tmp_path)
     assert not full.ok
-    assert str(tmp_path) in full.detail
+    assert str(tmp_path) in full.detail and "need at least 2 GB" in full.detail
     assert "LAMBDA_DEMO_HOME" in full.fix and "stack reset" in full.fix
 
 
-def test_free_disk_looks_at_the_nearest_existing_parent(tmp_path: Path) -> None:
-    assert doctor.free_disk(tmp_path / "not" / "yet" / "created") > 0
+def test_disk_rule_speaks_megabytes_below_a_gigabyte(tmp_path: Path) -> None:
+    problem = doctor.disk_problem(120 << 20, tmp_path, need=500 << 20)
+    assert problem is not None
+    assert "only 120 MB free" in problem.what and "need at least 500 MB" in problem.what
+    assert "stack reset" in str(problem)
+    assert doctor.disk_problem(500 << 20, tmp_path, need=500 << 20) is None
+
+
+def test_unmeasurable_disk_is_not_the_participants_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(_path: Path) -> Usage:
+        raise PermissionError("no")
+
+    monkeypatch.setattr(doctor.shutil, "disk_usage", unreadable)
+    assert doctor.free_disk(tmp_path) is None
+    verdict = doctor.disk_check(None, tmp_path)
+    assert verdict.ok and "could not measure" in verdict.detail and "2 GB" in verdict.detail
+    assert doctor.disk_problem(None, tmp_path, need=doctor.MIN_FREE_DISK_TO_RUN) is None
+
+
+def test_free_disk_looks_at_the_nearest_existing_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Path] = []
+    monkeypatch.setattr(
+        doctor.shutil, "disk_usage", lambda path: asked.append(path) or Usage(1, 0, 123)
+    )
+    assert doctor.free_disk(tmp_path / "not" / "yet" / "created") == 123
+    assert asked == [tmp_path]
 
 
 def test_ports_green_without_a_stack_or_when_ours() -> None:
@@ -84,15 +178,30 @@ def test_ports_green_without_a_stack_or_when_ours() -> None:
 def test_ports_red_names_the_service_and_passes_the_diagnosis_on() -> None:
     seen: list[tuple[int, int | None]] = []
 
-    def problem_for(port: int, pid: int | None) -> str | None:
+    def problem_for(port: int, pid: int | None) -> Problem | None:
         seen.append((port, pid))
-        return "port 5432 is taken by another program: postgres (pid 9). Stop it." if port else None
+        return Problem(f"port {port} is taken by postgres (pid 9)", "stop it.") if port else None
 
     verdict = doctor.ports_check([("s3", 0, 7), ("postgres", 5432, None)], problem_for)
     assert not verdict.ok
-    assert "postgres's port 5432" in verdict.detail
-    assert verdict.fix.startswith("port 5432 is taken")
+    assert verdict.detail == "postgres's port 5432 is taken by postgres (pid 9)"
+    assert verdict.fix == "stop it."
     assert seen == [(0, 7), (5432, None)]  # each port judged against its own service's pid
+
+
+def test_ports_check_with_the_real_rule_names_the_holder(listener: int) -> None:
+    verdict = doctor.ports_check(
+        [("kafka", listener, None), ("s3", listener, None)],
+        lambda port, pid: doctor.port_problem(port, own_pid=pid),
+    )
+    assert not verdict.ok
+    assert f"kafka's port {listener} is taken by another program" in verdict.detail
+    assert f"(pid {os.getpid()})" in verdict.detail and "(and 1 more)" in verdict.detail
+    assert "stack reset" in verdict.fix
+    ours = doctor.ports_check(
+        [("kafka", listener, os.getpid())], lambda port, pid: doctor.port_problem(port, own_pid=pid)
+    )
+    assert ours.ok
 
 
 def test_recorded_ports_reads_every_port_and_pid(tmp_path: Path) -> None:
@@ -197,3 +306,114 @@ def test_live_checks_are_skipped_when_a_prerequisite_is_red(
     assert not verdicts["Round trip"].ok
     quick = [v.name for v in doctor.doctor(Settings(home=tmp_path), quick=True)]
     assert "Round trip" not in quick
+
+
+# --- the same rules in `stack status` and in the JVM starters -----------------------------------
+
+
+def test_jvm_starters_refuse_a_missing_or_old_java_in_the_rules_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jvm, "java_major", lambda: 11)
+    with pytest.raises(JavaMissingError) as old:
+        jvm.java_version()
+    assert str(old.value).startswith("Java 11 found, but 17+ is needed. Install OpenJDK 17 (")
+    monkeypatch.setattr(jvm, "java_major", lambda: None)
+    with pytest.raises(JavaMissingError) as missing:
+        jvm.java_version()
+    assert str(missing.value).startswith("no `java` on the PATH (Java 17+ is needed")
+    # Too new for Spark is a warning (doctor, stack status), not a refusal to start Kafka.
+    monkeypatch.setattr(jvm, "java_major", lambda: 25)
+    assert jvm.java_version() == 25
+
+
+def test_status_puts_the_java_problem_on_the_jvm_services_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    _free_bytes(monkeypatch, 100 * GB)
+    statuses = {s.name: s for s in manager.status(Settings(home=tmp_path / "home"))}
+    for name in ("kafka", "s3"):
+        problem = statuses[name].problem or ""
+        assert "no `java` on the PATH (Java 17+ is needed" in problem, problem
+        assert "Install OpenJDK 17" in problem
+    assert statuses["postgres"].problem == "never started: run `lambda-demo stack up`"
+
+
+def test_status_warns_about_disk_only_when_a_running_stack_is_about_to_stop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """doctor asks for room for a workshop; status only for the stack to keep writing."""
+    home = tmp_path / "not" / "yet" / "created"
+    _free_bytes(monkeypatch, GB)
+    assert not doctor.disk_check(doctor.free_disk(home), home).ok
+    assert not any("disk" in (s.problem or "") for s in manager.status(Settings(home=home)))
+    _free_bytes(monkeypatch, 120 << 20)
+    for s in manager.status(Settings(home=home)):
+        assert "low on disk space: only 120 MB free" in (s.problem or ""), s
+        assert "need at least 500 MB" in (s.problem or "") and "stack reset" in (s.problem or "")
+
+
+def test_port_taken_by_another_program_is_named(listener: int) -> None:
+    problem = doctor.port_problem(listener, own_pid=None)
+    assert problem is not None
+    assert f"port {listener} is taken by another program" in str(problem)
+    assert f"pid {os.getpid()}" in str(problem) and "python" in str(problem)
+    assert "stack reset" in str(problem)
+    assert doctor.listener_pids(listener) == [os.getpid()]
+    assert doctor.listening_addresses(listener) == ["127.0.0.1"]
+
+
+def test_a_port_held_by_the_service_itself_or_by_nobody_is_fine(listener: int) -> None:
+    assert doctor.port_problem(listener, own_pid=os.getpid()) is None
+    assert doctor.port_problem(_free_port(), own_pid=None) is None
+
+
+def test_up_refuses_a_recorded_port_held_by_another_program(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listener: int
+) -> None:
+    monkeypatch.setattr(jvm, "java_version", lambda: 17)
+    home = _fake_home(tmp_path, port=listener, pid=_dead_pid())
+    with pytest.raises(StackError) as taken:
+        manager.up(Settings(home=home))
+    assert str(taken.value) == (
+        f"Port {listener} recorded for kafka is taken by another program. Stop that program, "
+        "or run `lambda-demo stack reset` to pick new ports (this deletes the stack's data)."
+    )
+
+
+def test_status_of_a_dead_stack_whose_port_was_taken(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listener: int
+) -> None:
+    home = _fake_home(tmp_path, port=listener, pid=_dead_pid(), log="line 1\nFATAL: out of cheese")
+    _free_bytes(monkeypatch, 50 << 20)
+    statuses = {s.name: s for s in manager.status(Settings(home=home))}
+    for name in ("kafka", "s3", "postgres"):
+        problem = statuses[name].problem or ""
+        assert not statuses[name].up
+        assert "taken by another program" in problem, problem
+        assert "died" in problem and "FATAL: out of cheese" in problem
+        assert "lambda-demo stack up" in problem
+        assert "low on disk space" in problem
+
+
+def test_stack_status_cli_says_it_in_words(tmp_path: Path, listener: int) -> None:
+    home = _fake_home(tmp_path, port=listener, pid=_dead_pid(), log="Address already in use")
+    env = {**os.environ, "LAMBDA_DEMO_HOME": str(home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "lambda_demo.cli", "stack", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "[DOWN] kafka" in out.stdout
+    assert f"port {listener} is taken by another program" in out.stdout
+    assert "Address already in use" in out.stdout
+
+
+def test_a_stopped_service_is_not_called_dead(tmp_path: Path) -> None:
+    home = _fake_home(tmp_path, port=_free_port(), pid=None)
+    statuses = manager.status(Settings(home=home))
+    assert all(s.problem and s.problem.startswith("stopped") for s in statuses)

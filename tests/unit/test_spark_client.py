@@ -23,5 +23,5 @@ def test_spark_without_java_says_what_to_install(tmp_path: Path) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode != 0
-    assert "JavaMissingError: Java 17+ is needed" in done.stderr
-    assert "install OpenJDK 17" in done.stderr
+    assert "JavaMissingError: no `java` on the PATH (Java 17+ is needed" in done.stderr
+    assert "Install OpenJDK 17" in done.stderr

@@ -156,14 +156,19 @@ def planned_speed_offsets(settings: Settings, checkpoint_name: str = "speed_view
     over partitions; 0 if none is planned yet).
 
     Spark writes ``offsets/<batch id>`` to the query's checkpoint before it runs the batch:
-    a version line, a metadata line, then each source's end offsets as JSON.
+    a version line, a metadata line, then one line of end offsets per source (the speed
+    layer reads each partition as a source of its own, ``-`` for one without an offset).
     """
     folder = Path(settings.checkpoints) / checkpoint_name / "offsets"
     ids = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
     if not ids:
         return 0
-    lines = (folder / str(max(ids))).read_text().splitlines()
-    return sum(json.loads(lines[-1]).get(settings.topic, {}).values())
+    sources = (folder / str(max(ids))).read_text().splitlines()[2:]
+    return sum(
+        sum(json.loads(line).get(settings.topic, {}).values())
+        for line in sources
+        if line.startswith("{")
+    )
 
 
 # --- waiting ---------------------------------------------------------------------------------

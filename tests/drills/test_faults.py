@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,30 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import env_for, isolated_settings, new_home
-from helpers import DAY0, Delivery, expected_by_day, produce, tweet
-from kafka import TopicPartition
+from helpers import (
+    DAY0,
+    Delivery,
+    all_records,
+    cli_command,
+    committed_speed_batch,
+    end_offsets,
+    env_for,
+    expected_by_day,
+    isolated_settings,
+    private_stack,
+    produce,
+    query,
+    ready,
+    speed_by_day,
+    topic_size,
+    tweet,
+    wait_until,
+)
 
 from lambda_demo import stack
 from lambda_demo.batch.archiver import list_archived
 from lambda_demo.batch.run import run_batch
-from lambda_demo.clients import kafka_io, storage, warehouse
+from lambda_demo.clients import storage
 from lambda_demo.contract import FlatTweet, parse_api_tweet
 from lambda_demo.ingestion import sample
 from lambda_demo.ingestion.replay import read_lines, replay
@@ -42,24 +57,8 @@ LOCATIONS = ["London", "Zürich 🇨🇭", 'Paris; "FR"', "東京", "(unknown)"]
 
 @pytest.fixture(scope="module")
 def private_home() -> Iterator[Path]:
-    home = new_home()
-    settings = Settings(home=home)
-    stack.up(settings)
-    try:
-        yield home
-    finally:
-        stack.reset(settings)
-
-
-def _ready(settings: Settings) -> Settings:
-    kafka_io.ensure_topics(settings)
-    storage.ensure_bucket(settings)
-    warehouse.ensure_schema(settings)
-    return settings
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lambda_demo.cli", *args]
+    with private_stack() as settings:
+        yield settings.home
 
 
 def _pid(home: Path, service: str) -> int:
@@ -88,32 +87,14 @@ def _alive(pid: int) -> bool:
 
 
 def _kill_service(home: Path, service: str) -> None:
-    """SIGKILL a service's process (and wait until its children are gone too)."""
+    """SIGKILL a service's process and wait until it and its children are gone (a restart
+    needs the ports and, for PostgreSQL, the shared memory they held)."""
     pid = _pid(home, service)
-    children = _children(pid)
+    processes = [pid, *_children(pid)]
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while any(_alive(p) for p in [pid, *children]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _alive(pid)
-
-
-def _topic_size(settings: Settings, topic: str | None = None) -> int:
-    consumer = kafka_io.consumer(settings, request_timeout_ms=5000)
-    try:
-        topic = topic or settings.topic
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
-
-
-def _records(settings: Settings, topic: str) -> list:
-    consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
-    consumer.subscribe([topic])
-    records = list(consumer)
-    consumer.close()
-    return records
+    wait_until(
+        lambda: not any(_alive(p) for p in processes), 60, f"{service} and its children to exit"
+    )
 
 
 def _stop(process: subprocess.Popen, *, after: float) -> int:
@@ -124,32 +105,21 @@ def _stop(process: subprocess.Popen, *, after: float) -> int:
         return process.wait()
 
 
-def _query(settings: Settings, text: str) -> list[tuple]:
-    conn = warehouse.connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute(text)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
-
-
 def _assert_master_dataset_exact(settings: Settings) -> None:
     """S3 objects tile each partition from 0 to the end, no gap and no overlap."""
     by_partition: dict[int, list] = {}
     for obj in list_archived(settings, client=storage.s3_client(settings)):
         by_partition.setdefault(obj.partition, []).append(obj)
-    consumer = kafka_io.consumer(settings)
-    partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
-    ends = consumer.end_offsets(partitions)
-    consumer.close()
-    for tp in partitions:
+    ends = end_offsets(settings)
+    assert len(ends) == settings.partitions
+    for tp in sorted(ends, key=lambda tp: tp.partition):
         objects = sorted(by_partition.get(tp.partition, []), key=lambda o: o.start)
         next_offset = 0
         for obj in objects:
             assert obj.start == next_offset, f"gap or overlap at {obj.key}"
             next_offset = obj.end + 1
         assert next_offset == ends[tp], f"partition {tp.partition} archived up to {next_offset}"
-    rows = _query(
+    rows = query(
         settings,
         "SELECT COUNT(*), COUNT(DISTINCT (kafka_partition, kafka_offset)) FROM raw_tweets",
     )
@@ -160,7 +130,7 @@ def _assert_master_dataset_exact(settings: Settings) -> None:
 
 
 def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_path: Path) -> None:
-    settings = _ready(isolated_settings(private_home))
+    settings = ready(isolated_settings(private_home))
     path = tmp_path / "sample.jsonl"
     sample.write(path, tweets=3000, days=2, seed=11)
     parsed = [parse_api_tweet(line) for line in read_lines(path)]
@@ -169,16 +139,18 @@ def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_pa
 
     # Two simulated days in ~17 s, so the broker dies in the middle of the replay.
     process = subprocess.Popen(
-        _cli("replay", "--file", str(path), "--speedup", "10000", "--json"),
+        cli_command("replay", "--file", str(path), "--speedup", "10000", "--json"),
         env=env_for(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def replaying_and_300_in_kafka() -> bool:
+        assert process.poll() is None, "the replay ended before the broker was killed"
+        return topic_size(settings) >= 300
+
     try:
-        deadline = time.monotonic() + 120
-        while _topic_size(settings) < 300 and time.monotonic() < deadline:
-            assert process.poll() is None, "the replay ended before the broker was killed"
-            time.sleep(0.2)
+        wait_until(replaying_and_300_in_kafka, 120, "the replay to be 300 records in")
         _kill_service(private_home, "kafka")
         replay_rc = _stop(process, after=20)
     finally:
@@ -187,16 +159,16 @@ def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_pa
     assert replay_rc != 0, "a replay that lost its broker must not report success"
 
     stack.up(settings)  # restarts the broker on its ports, with its data
-    partial = _topic_size(settings)
+    partial = topic_size(settings)
     assert 0 < partial < valid
 
     counts = replay(files=[path], settings=settings, progress=False)
     assert counts.failed == 0
-    tweets = _records(settings, settings.topic)
+    tweets = all_records(settings, settings.topic)
     lines = [int(dict(r.headers)["replay-line"]) for r in tweets]
     assert len(lines) == len(set(lines)), "the resumed replay duplicated records"
     assert len(tweets) == valid, "valid tweets were lost"
-    assert len(_records(settings, settings.dlq_topic)) == invalid
+    assert len(all_records(settings, settings.dlq_topic)) == invalid
 
     run_speed(settings, once=True)
     run_batch(settings, progress=False)
@@ -229,16 +201,18 @@ def test_archiver_killed_mid_archive_loses_and_duplicates_nothing(
     produce(settings, deliveries)
     s3 = storage.s3_client(settings)
     process = subprocess.Popen(
-        _cli("batch", "--cutoff", CUTOFF_ALL.isoformat()),
+        cli_command("batch", "--cutoff", CUTOFF_ALL.isoformat()),
         env=cli_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def archiving() -> bool:
+        assert process.poll() is None, "the batch run ended before it was killed"
+        return bool(list_archived(settings, client=s3))
+
     try:
-        deadline = time.monotonic() + 180
-        while not list_archived(settings, client=s3) and time.monotonic() < deadline:
-            assert process.poll() is None, "the batch run ended before it was killed"
-            time.sleep(0.05)
+        wait_until(archiving, 180, "the first archived object", interval=0.05)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     finally:
@@ -258,14 +232,6 @@ def test_archiver_killed_mid_archive_loses_and_duplicates_nothing(
 # --- (c) PostgreSQL killed during a speed-layer write ----------------------------------------
 
 
-def _committed(settings: Settings) -> int:
-    try:
-        rows = _query(settings, "SELECT COALESCE(MAX(batch_id), -1) FROM speed_deployments")
-    except Exception:
-        return -1
-    return rows[0][0]
-
-
 def _stream(start_id: int, n: int, start: timedelta) -> list[Delivery]:
     return [
         Delivery(
@@ -276,23 +242,32 @@ def _stream(start_id: int, n: int, start: timedelta) -> list[Delivery]:
     ]
 
 
+def _tweets_in_speed_view(settings: Settings) -> int:
+    return query(settings, "SELECT COALESCE(SUM(tweet_count), 0) FROM speed_view")[0][0]
+
+
 def test_postgres_killed_during_speed_writes_then_restart_is_exact(private_home: Path) -> None:
-    settings = _ready(isolated_settings(private_home))
+    settings = ready(isolated_settings(private_home))
     first = _stream(1, 300, timedelta(hours=1))
     produce(settings, first)
     process = subprocess.Popen(
-        _cli("speed", "--trigger-seconds", "0.5"),
+        cli_command("speed", "--trigger-seconds", "0.5"),
         env=env_for(settings),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
+
+    def speed_committed() -> bool:
+        assert process.poll() is None, "the speed layer exited before its first commit"
+        return committed_speed_batch(settings) >= 0
+
+    def writing_new_chunks() -> bool:
+        assert process.poll() is None, "the speed layer exited before the kill"
+        return _tweets_in_speed_view(settings) > len(first)
+
     more: list[Delivery] = []
     try:
-        deadline = time.monotonic() + 240
-        while _committed(settings) < 0 and time.monotonic() < deadline:
-            assert process.poll() is None, "the speed layer exited before its first commit"
-            time.sleep(0.5)
-        assert _committed(settings) >= 0, "the speed layer never committed"
+        wait_until(speed_committed, 240, "the speed layer's first commit", interval=0.5)
 
         chunks = [_stream(10_000 + 100 * k, 100, timedelta(hours=4 + k)) for k in range(8)]
         more = [d for chunk in chunks for d in chunk]
@@ -300,11 +275,11 @@ def test_postgres_killed_during_speed_writes_then_restart_is_exact(private_home:
         def producing() -> None:
             for chunk in chunks:
                 produce(settings, chunk)
-                time.sleep(0.3)
+                time.sleep(0.3)  # traffic keeps arriving: micro-batches keep writing
 
         producer = threading.Thread(target=producing)
         producer.start()
-        time.sleep(0.8)  # micro-batches are now writing the new chunks
+        wait_until(writing_new_chunks, 120, "micro-batches to write the new chunks", interval=0.1)
         _kill_service(private_home, "postgres")
         producer.join(timeout=120)
         speed_rc = _stop(process, after=90)  # it may crash; it must not corrupt
@@ -318,15 +293,7 @@ def test_postgres_killed_during_speed_writes_then_restart_is_exact(private_home:
     del speed_rc
 
     run_speed(settings, once=True)  # restart once, from the checkpoint
-    speed_rows = {
-        (r[0], r[1]): list(r[2:])
-        for r in _query(
-            settings,
-            "SELECT ingest_day, location, tweet_count, followers_sum, likes_sum, retweets_sum "
-            "FROM speed_view",
-        )
-    }
-    assert speed_rows == expected_by_day(first + more)
+    assert speed_by_day(settings) == expected_by_day(first + more)
     result = check(settings)
     assert result.ok, str(result)
 
@@ -342,7 +309,7 @@ def test_two_concurrent_batch_processes_never_corrupt(
     produce(settings, deliveries)
     processes = [
         subprocess.Popen(
-            _cli("batch", "--cutoff", CUTOFF_ALL.isoformat()),
+            cli_command("batch", "--cutoff", CUTOFF_ALL.isoformat()),
             env=cli_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -359,9 +326,9 @@ def test_two_concurrent_batch_processes_never_corrupt(
         if rc == 2:
             assert "Another batch run" in err and "Let it finish" in err
     _assert_master_dataset_exact(settings)
-    assert _query(settings, "SELECT COUNT(*) FROM raw_tweets") == [(len(deliveries) - 1,)]
-    assert _query(settings, "SELECT COUNT(*) FROM quarantine WHERE layer = 'batch'") == [(1,)]
-    assert _query(settings, "SELECT COUNT(DISTINCT run_id) FROM batch_view") == [(1,)]
+    assert query(settings, "SELECT COUNT(*) FROM raw_tweets") == [(len(deliveries) - 1,)]
+    assert query(settings, "SELECT COUNT(*) FROM quarantine WHERE layer = 'batch'") == [(1,)]
+    assert query(settings, "SELECT COUNT(DISTINCT run_id) FROM batch_view") == [(1,)]
     result = check(settings)
     assert result.ok, str(result)
     assert result.tweets == len(deliveries) - 1

@@ -16,13 +16,14 @@ from datetime import UTC, date, datetime, timedelta
 import helpers
 import pandas as pd
 import pytest
+from helpers import query
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from lambda_demo import view
 from lambda_demo.batch.archiver import GROUP_ID, SimulatedCrash, archive
 from lambda_demo.batch.run import BatchBusyError, batch_lock, pipeline_day, run_batch
-from lambda_demo.clients import kafka_io, storage, warehouse
+from lambda_demo.clients import kafka_io, storage
 from lambda_demo.contract import FlatTweet
 from lambda_demo.settings import Settings
 
@@ -186,16 +187,6 @@ def current_view(settings: Settings) -> pd.DataFrame:
         "WHERE run_id = (SELECT run_id FROM batch_meta)",
     )
     return _normalise(pd.DataFrame(rows, columns=list(view.COLUMNS)))
-
-
-def query(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
-    conn = warehouse.connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def s3_objects(settings: Settings) -> dict[str, bytes]:

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 
 import pytest
-from helpers import all_records
-from kafka import TopicPartition
+from helpers import all_records, cli_command, topic_size, wait_until
 
-from lambda_demo.clients import kafka_io
 from lambda_demo.ingestion.replay import SAMPLE_FILE, replay
 from lambda_demo.settings import Settings
 
@@ -98,19 +92,19 @@ def test_replay_splits_valid_and_invalid_with_ingest_times(
 def test_interrupted_replay_resumes_without_duplicates(
     settings: Settings, cli_env: dict[str, str]
 ) -> None:
-    command = [sys.executable, "-m", "lambda_demo.cli", "replay", "--speedup", "0", "--json"]
-    process = subprocess.Popen(command, env=cli_env, stdout=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        consumer = kafka_io.consumer(settings)
-        partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
-        produced = sum(consumer.end_offsets(partitions).values())
-        consumer.close()
-        if produced > 2000:
-            break
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    process = subprocess.Popen(
+        cli_command("replay", "--speedup", "0", "--json"), env=cli_env, stdout=subprocess.DEVNULL
+    )
+
+    def replaying_and_2000_in_kafka() -> bool:
+        assert process.poll() is None, "the replay ended before it was killed"
+        return topic_size(settings) > 2000
+
+    try:
+        wait_until(replaying_and_2000_in_kafka, 60, "the replay to be 2000 records in")
+    finally:
+        process.kill()  # SIGKILL, unless the process is already gone
+        process.wait()
     partial = len(all_records(settings, settings.topic))
     assert partial > 0
 

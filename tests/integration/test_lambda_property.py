@@ -20,14 +20,23 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from conftest import isolated_settings
-from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, produce, tweet
+from helpers import (
+    DAY0,
+    Delivery,
+    as_dict,
+    expected_by_day,
+    expected_view,
+    isolated_settings,
+    produce,
+    ready,
+    tweet,
+)
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from lambda_demo.batch.run import run_batch
-from lambda_demo.clients import kafka_io, storage, warehouse
+from lambda_demo.clients import warehouse
 from lambda_demo.contract import MAX_COUNT
 from lambda_demo.serving import check, reads
 from lambda_demo.settings import Settings
@@ -187,14 +196,6 @@ def _moment(ms: int):
     return DAY0 + timedelta(milliseconds=ms)
 
 
-def _fresh(home: Path) -> Settings:
-    s = isolated_settings(home)
-    kafka_io.ensure_topics(s)
-    storage.ensure_bucket(s)
-    warehouse.ensure_schema(s)
-    return s
-
-
 def _assert_exact(s: Settings, produced: list[Delivery], trace: list[str]) -> None:
     served = as_dict(reads.serving_view(s))
     recomputed = as_dict(check.recompute(check.ingested_tweets(s)))
@@ -236,7 +237,7 @@ def _assert_speed_holds_only_days_from_cutoff(s: Settings, trace: list[str]) -> 
 @given(scenario=scenarios())
 def test_serving_is_exact_under_any_interleaving(stack_home: Path, spark, scenario) -> None:
     chunks, plans = scenario
-    s = _fresh(stack_home)
+    s = ready(isolated_settings(stack_home))
     produced: list[Delivery] = []
     trace: list[str] = []
     caught_up = True

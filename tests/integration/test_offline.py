@@ -12,31 +12,16 @@ reused but the caches that prefetch fills.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import new_home
-
-from lambda_demo.settings import Settings
+from helpers import private_stack, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 _CLOSED_PROXY = (
     "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
 )
-
-
-def _cli(*args: str, env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lambda_demo.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _maven_stub(folder: Path) -> Path:
@@ -61,15 +46,15 @@ def offline_env(home: Path) -> dict[str, str]:
 
 
 def test_demo_runs_offline_after_prefetch() -> None:
-    home = new_home()
-    online = {**os.environ, "LAMBDA_DEMO_HOME": str(home), "CI": "1"}
-    try:
-        fetched = _cli("prefetch", env=online, cwd=home, timeout=600)
+    with private_stack(start=False) as settings:  # `demo` starts it; reset at the end
+        home = settings.home
+        online = {**os.environ, "LAMBDA_DEMO_HOME": str(home), "CI": "1"}
+        fetched = run_cli(online, "prefetch", cwd=home, timeout=600)
         assert fetched.returncode == 0, fetched.stdout + fetched.stderr[-3000:]
         for item in ("Kafka broker jars", "S3Proxy jars", "Spark Kafka connector"):
             assert f"prefetch: {item}" in fetched.stdout
 
-        demo = _cli("demo", "--speedup", "20000", env=offline_env(home), cwd=home, timeout=780)
+        demo = run_cli(offline_env(home), "demo", "--speedup", "20000", cwd=home, timeout=780)
         output = demo.stdout + demo.stderr
         assert demo.returncode == 0, output[-4000:]
         assert "check: OK" in demo.stdout, output[-4000:]
@@ -78,7 +63,3 @@ def test_demo_runs_offline_after_prefetch() -> None:
         for jvm in ("kafka", "s3", "spark"):
             log = (home / "logs" / f"{jvm}.log").read_text(errors="replace")
             assert "Picked up JAVA_TOOL_OPTIONS" in log, jvm
-    finally:
-        from lambda_demo import stack
-
-        stack.reset(Settings(home=home))

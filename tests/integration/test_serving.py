@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from datetime import date, datetime, timedelta
 
 import pytest
-from helpers import DAY0, Delivery, as_dict, expected_view, produce, tweet
+from helpers import DAY0, Delivery, as_dict, expected_view, produce, query, run_cli, tweet
 
 from lambda_demo.batch.run import run_batch
 from lambda_demo.clients import warehouse
@@ -59,16 +57,6 @@ def _stream() -> list[Delivery]:
     return out
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lambda_demo.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def _loaded(settings: Settings, spark) -> list[Delivery]:
     """Produce the stream, batch with the middle day as D, speed: both parts contribute."""
     deliveries = _stream()
@@ -86,7 +74,7 @@ def test_query_and_check_json(settings: Settings, cli_env: dict[str, str], spark
     expected = expected_view(deliveries)
     assert len(expected) == len(LOCATIONS)
 
-    done = _cli(cli_env, "query", "--json")
+    done = run_cli(cli_env, "query", "--json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)  # the whole stdout is ONE JSON document
     assert isinstance(rows, list)
@@ -97,7 +85,7 @@ def test_query_and_check_json(settings: Settings, cli_env: dict[str, str], spark
     assert {r["location"]: [r[k] for k in KEYS_ORDER] for r in rows} == expected
     assert len(rows) == len(expected)
 
-    done = _cli(cli_env, "query", "--top", "3", "--by", "likes_sum", "--json")
+    done = run_cli(cli_env, "query", "--top", "3", "--by", "likes_sum", "--json")
     assert done.returncode == 0, done.stderr
     top = json.loads(done.stdout)
     by_likes = sorted(expected.items(), key=lambda kv: kv[1][2], reverse=True)[:3]
@@ -105,7 +93,7 @@ def test_query_and_check_json(settings: Settings, cli_env: dict[str, str], spark
     assert [r["likes_sum"] for r in top] == [row[2] for _, row in by_likes]
     assert all(set(row) == KEYS for row in top)
 
-    done = _cli(cli_env, "check", "--json")
+    done = run_cli(cli_env, "check", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is True
@@ -122,7 +110,7 @@ def test_query_and_check_json(settings: Settings, cli_env: dict[str, str], spark
         )
         assert cur.rowcount == 1
     conn.close()
-    done = _cli(cli_env, "check", "--json")
+    done = run_cli(cli_env, "check", "--json")
     assert done.returncode != 0
     report = json.loads(done.stdout)
     assert report["ok"] is False
@@ -199,7 +187,7 @@ def test_no_gap_no_double_count_while_batch_swaps(settings: Settings, spark) -> 
 
     worker = threading.Thread(target=batches)
     worker.start()
-    rounds = 0
+    snapshots = 0
     cutoffs: set[str | None] = set()
     try:
         while worker.is_alive():
@@ -209,11 +197,11 @@ def test_no_gap_no_double_count_while_batch_swaps(settings: Settings, spark) -> 
             assert int(frame["tweet_count"].sum()) == total
             assert as_dict(frame) == expected
             cutoffs.add(reads.batch_cutoff(settings))
-            rounds += 1
+            snapshots += 1
     finally:
         worker.join()
     assert not errors, errors
-    assert rounds >= 3
+    assert snapshots >= 3
     assert cutoffs & {_day(1).isoformat(), _day(2).isoformat()}
     assert reads.batch_cutoff(settings) == _day(2).isoformat()
     assert as_dict(reads.serving_view(settings)) == expected
@@ -238,11 +226,7 @@ def test_top_validates_by_and_location_is_a_parameter(settings: Settings, spark)
     assert reads.location("x'", settings=settings).empty
     assert reads.location("' OR '1'='1", settings=settings).empty
 
-    conn = warehouse.connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM raw_tweets")
-        assert cur.fetchone()[0] > 0  # the table survived
-    conn.close()
+    assert query(settings, "SELECT COUNT(*) FROM raw_tweets")[0][0] > 0  # the table survived
     assert as_dict(reads.serving_view(settings)) == expected
 
 

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import DAY0, Delivery, as_dict, expected_by_day, expected_view, produce, tweet
+from helpers import (
+    DAY0,
+    Delivery,
+    as_dict,
+    cli_command,
+    committed_speed_batch,
+    expected_by_day,
+    expected_view,
+    planned_speed_offsets,
+    produce,
+    query,
+    run_cli,
+    speed_by_day,
+    topic_size,
+    tweet,
+    wait_until,
+)
 
 from lambda_demo.batch.recompute import CutoffMovedBack
 from lambda_demo.batch.run import run_batch
@@ -56,23 +68,11 @@ def _stream(
     return out
 
 
-def _speed_by_day(settings: Settings) -> dict:
-    conn = warehouse.connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT ingest_day, location, tweet_count, followers_sum, likes_sum, retweets_sum "
-            "FROM speed_view"
-        )
-        rows = {(r[0], r[1]): list(r[2:]) for r in cur.fetchall()}
-    conn.close()
-    return rows
-
-
 def test_speed_view_equals_recomputation(settings: Settings, spark) -> None:
     deliveries = _stream(1, 400)
     produce(settings, deliveries)
     run_speed(settings, once=True)
-    assert _speed_by_day(settings) == expected_by_day(deliveries)
+    assert speed_by_day(settings) == expected_by_day(deliveries)
     assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
 
 
@@ -85,7 +85,7 @@ def test_duplicate_across_midnight_counts_once_on_its_first_day(settings: Settin
     run_speed(settings, once=True)
     produce(settings, [again, late_again])
     run_speed(settings, once=True)
-    assert _speed_by_day(settings) == {(DAY0.date(), "Lisbon"): [1, 7, 0, 0]}
+    assert speed_by_day(settings) == {(DAY0.date(), "Lisbon"): [1, 7, 0, 0]}
 
 
 def test_garbage_is_quarantined_and_changes_nothing(settings: Settings, spark) -> None:
@@ -94,49 +94,54 @@ def test_garbage_is_quarantined_and_changes_nothing(settings: Settings, spark) -
     produce(settings, deliveries)
     produce(settings, [Delivery(DAY0 + timedelta(days=2), garbage=g) for g in garbage])
     run_speed(settings, once=True)
-    assert _speed_by_day(settings) == expected_by_day(deliveries)
-    conn = warehouse.connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT reason, raw_value FROM quarantine WHERE layer = 'speed'")
-        rows = cur.fetchall()
-    conn.close()
+    assert speed_by_day(settings) == expected_by_day(deliveries)
+    rows = query(settings, "SELECT reason, raw_value FROM quarantine WHERE layer = 'speed'")
     quarantined = {bytes(raw) for _, raw in rows}
     assert set(garbage) <= quarantined
     assert all(reason for reason, _ in rows)
-
-
-def _committed_batches(settings: Settings) -> int:
-    conn = warehouse.connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT COALESCE(MAX(batch_id), -1) FROM speed_deployments")
-        value = cur.fetchone()[0]
-    conn.close()
-    return value
 
 
 def test_killed_mid_stream_restarts_exact(settings: Settings, cli_env: dict[str, str]) -> None:
     """SIGKILL the running speed layer while it works, restart from its checkpoint."""
     first = _stream(3, 300)
     produce(settings, first)
-    warehouse.ensure_schema(settings)
-    command = [sys.executable, "-m", "lambda_demo.cli", "speed", "--trigger-seconds", "0.5"]
-    process = subprocess.Popen(command, env=cli_env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cli_command("speed", "--trigger-seconds", "0.5"),
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def running(condition: bool) -> bool:
+        assert process.poll() is None, "the speed layer exited before it was killed"
+        return condition
+
     try:
-        deadline = time.monotonic() + 180
-        while _committed_batches(settings) < 0 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _committed_batches(settings) >= 0, "the speed layer never committed"
+        wait_until(
+            lambda: running(committed_speed_batch(settings) >= 0),
+            180,
+            "the speed layer's first commit",
+            interval=0.5,
+        )
         # Ingest time moves on, as it does on a real pipeline clock (the speed layer drops
         # records more than DEDUP_WATERMARK older than the newest it has seen).
         second = _stream(4, 300, start_id=10_000, start_day=2)
         produce(settings, second)
-        time.sleep(1.5)  # let it be in the middle of the next micro-batches
+        end = topic_size(settings)
+        # Spark has planned the micro-batch that reads `second` (its offsets are in the
+        # checkpoint): the kill lands while that batch runs, or right after it.
+        wait_until(
+            lambda: running(planned_speed_offsets(settings) >= end),
+            120,
+            "a micro-batch over the second stream to start",
+            interval=0.05,
+        )
     finally:
-        os.kill(process.pid, signal.SIGKILL)
+        process.kill()  # SIGKILL, unless the process is already gone
         process.wait()
     # Spark's Python workers outlive a SIGKILLed driver briefly; the checkpoint is what counts.
     run_speed(settings, once=True)
-    assert _speed_by_day(settings) == expected_by_day(first + second)
+    assert speed_by_day(settings) == expected_by_day(first + second)
 
 
 def test_cli_keeps_spark_console_output_in_its_log(
@@ -148,8 +153,7 @@ def test_cli_keeps_spark_console_output_in_its_log(
     warehouse.ensure_schema(settings)
     log = settings.home / "logs" / "spark.log"
     before = log.stat().st_size if log.exists() else 0
-    command = [sys.executable, "-m", "lambda_demo.cli", "speed", "--once"]
-    done = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=600)
+    done = run_cli(cli_env, "speed", "--once")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         f"speed layer running until the topic is drained; Spark's own log: {log}"
@@ -157,7 +161,7 @@ def test_cli_keeps_spark_console_output_in_its_log(
     jvm_markers = ("WARN ", "log4j", ":: resolving", "artifacts copied", "Ivy")
     assert not [line for line in done.stderr.splitlines() if any(m in line for m in jvm_markers)]
     assert log.stat().st_size > before  # the chatter went somewhere a reader can look
-    assert _speed_by_day(settings) == expected_by_day(deliveries)
+    assert speed_by_day(settings) == expected_by_day(deliveries)
 
 
 def test_spark_start_failure_shows_the_jvms_reason(
@@ -165,26 +169,11 @@ def test_spark_start_failure_shows_the_jvms_reason(
 ) -> None:
     """The JVM's reason lives in spark.log, not in pyspark's "gateway exited": show it."""
     env = {**cli_env, "LAMBDA_DEMO_SPARK_MASTER": "nonsense://nowhere"}
-    command = [sys.executable, "-m", "lambda_demo.cli", "speed", "--once"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = run_cli(env, "speed", "--once", timeout=300)
     assert done.returncode == 2
     assert "Spark did not start" in done.stderr
     assert "Master must either be yarn or start with spark, k8s, or local" in done.stderr
     assert "\tat org.apache" not in done.stderr  # the reason, not the stack frames
-
-
-def test_spark_without_java_says_what_to_install(tmp_path) -> None:
-    """No Java on the PATH: the error names the fix, not pyspark's "gateway exited"."""
-    env = {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent),
-        "LAMBDA_DEMO_HOME": str(tmp_path),
-    }
-    code = "from lambda_demo.clients.spark import get_spark; get_spark()"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode != 0
-    assert "JavaMissingError: no `java` on the PATH (Java 17+ is needed" in done.stderr
-    assert "Install OpenJDK 17" in done.stderr
 
 
 def _spread(first_id: int, start: datetime, n: int, places: list[str]) -> list[Delivery]:
@@ -202,8 +191,8 @@ def _operators(query) -> dict[str, int]:
 
 def _drain(settings: Settings) -> list:
     queries = start_queries(settings, once=True)
-    for query in queries:
-        query.awaitTermination()
+    for streaming_query in queries:
+        streaming_query.awaitTermination()
     stop_queries(queries, settings)
     return queries
 
@@ -226,7 +215,7 @@ def test_state_is_evicted_once_the_watermark_passes_a_day(settings: Settings, sp
     assert figures["speed"]["state_rows"] == 32
     assert figures["speed"]["lag_records"] == 0
     # The speed view still holds day 0 until a batch run absorbs it: state is not the view.
-    assert _speed_by_day(settings) == expected_by_day(first + later)
+    assert speed_by_day(settings) == expected_by_day(first + later)
 
 
 def test_a_batch_run_takes_the_days_before_its_cutoff_from_the_speed_layer(
@@ -238,7 +227,7 @@ def test_a_batch_run_takes_the_days_before_its_cutoff_from_the_speed_layer(
     cutoff = (DAY0 + timedelta(days=2)).date()
     run_batch(settings, cutoff=cutoff, progress=False)
     by_day = expected_by_day(deliveries)
-    assert _speed_by_day(settings) == {k: v for k, v in by_day.items() if k[0] >= cutoff}
+    assert speed_by_day(settings) == {k: v for k, v in by_day.items() if k[0] >= cutoff}
     assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
     assert status(settings)["speed"]["days"] == sorted(
         {day.isoformat() for day, _ in by_day if day >= cutoff}

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import new_home
-from kafka import TopicPartition
+from helpers import all_records, private_stack
 
 from lambda_demo import stack
 from lambda_demo.clients import kafka_io, storage, warehouse
@@ -96,9 +95,7 @@ def test_spark_reads_exactly_what_was_produced(settings: Settings, spark) -> Non
 
 def test_state_survives_down_and_up() -> None:
     """A stack of its own: stop it and start it again, and every service still has the data."""
-    settings = Settings(home=new_home())
-    stack.up(settings)
-    try:
+    with private_stack() as settings:
         producer = kafka_io.producer(settings)
         producer.send(settings.topic, key=b"k", value=b"kept").get(timeout=30)
         producer.close()
@@ -116,13 +113,7 @@ def test_state_survives_down_and_up() -> None:
         stack.up(settings)
 
         assert {s.name: s.address for s in stack.status(settings)} == ports_before
-        consumer = kafka_io.consumer(settings, consumer_timeout_ms=5000)
-        partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        values = [r.value for r in consumer]
-        consumer.close()
-        assert values == [b"kept"]
+        assert [r.value for r in all_records(settings, settings.topic)] == [b"kept"]
         body = storage.s3_client(settings).get_object(Bucket=settings.s3_bucket, Key="k")
         assert body["Body"].read() == b"kept"
         conn = warehouse.connect(settings)
@@ -130,15 +121,10 @@ def test_state_survives_down_and_up() -> None:
             cur.execute("SELECT v FROM lambda_demo.kept")
             assert cur.fetchall() == [("kept",)]
         conn.close()
-    finally:
-        stack.reset(settings)
 
 
 def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None:
     """status names the service that died instead of silently trusting a recorded pid."""
-    import json
-    import shutil
-
     home = tmp_path / "copy"
     (home / "stack").mkdir(parents=True)
     state = json.loads((stack_home / "stack" / "state.json").read_text())
@@ -147,49 +133,46 @@ def test_status_reports_a_dead_service(tmp_path: Path, stack_home: Path) -> None
     statuses = {s.name: s for s in stack.status(Settings(home=home))}
     assert statuses["kafka"].up and statuses["postgres"].up
     assert not statuses["s3"].up and "died" in (statuses["s3"].problem or "")
-    shutil.rmtree(home)
 
 
 def test_stack_signals_only_the_processes_it_started() -> None:
     """A pid in state.json that now belongs to another program survives up, down and reset;
     services recorded without a start time are recognised by their command line; and
     `stack down` with a client still connected to PostgreSQL returns in seconds."""
-    home = new_home()
-    settings = Settings(home=home)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        started = psutil.Process(stranger.pid).create_time()
-        # What a stack left behind before a reboot: its pids now belong to someone else.
-        state = {
-            "kafka": {"pid": stranger.pid, "started": started - 3600.0},  # an older process
-            "s3": {"pid": stranger.pid},  # written before identities were recorded
-        }
-        settings.state_file.parent.mkdir(parents=True)
-        settings.state_file.write_text(json.dumps(state))
-        stack.down(settings)
-        assert stranger.poll() is None, "stack down signalled a process it did not start"
+        with private_stack(start=False) as settings:
+            started = psutil.Process(stranger.pid).create_time()
+            # What a stack left behind before a reboot: its pids now belong to someone else.
+            state = {
+                "kafka": {"pid": stranger.pid, "started": started - 3600.0},  # an older process
+                "s3": {"pid": stranger.pid},  # written before identities were recorded
+            }
+            settings.state_file.parent.mkdir(parents=True)
+            settings.state_file.write_text(json.dumps(state))
+            stack.down(settings)
+            assert stranger.poll() is None, "stack down signalled a process it did not start"
 
-        statuses = stack.up(settings)
-        assert stranger.poll() is None, "stack up signalled a process it did not start"
-        assert all(s.up for s in statuses), statuses
+            statuses = stack.up(settings)
+            assert stranger.poll() is None, "stack up signalled a process it did not start"
+            assert all(s.up for s in statuses), statuses
 
-        # A state.json from before start times were recorded: processes whose command lines
-        # name this stack's home are adopted as its services (the stranger's does not).
-        recorded = json.loads(settings.state_file.read_text())
-        for entry in recorded.values():
-            entry.pop("started", None)
-        settings.state_file.write_text(json.dumps(recorded))
+            # A state.json from before start times were recorded: processes whose command lines
+            # name this stack's home are adopted as its services (the stranger's does not).
+            recorded = json.loads(settings.state_file.read_text())
+            for entry in recorded.values():
+                entry.pop("started", None)
+            settings.state_file.write_text(json.dumps(recorded))
 
-        client = warehouse.connect(settings)  # an idle client, as a notebook keeps one
-        begun = time.monotonic()
-        stack.down(settings)
-        seconds = time.monotonic() - begun
-        assert seconds < 10, f"stack down took {seconds:.1f} s with a client connected"
-        assert not any(s.up for s in stack.status(settings))
-        client.close()
-        assert stranger.poll() is None
-    finally:
-        stack.reset(settings)
+            client = warehouse.connect(settings)  # an idle client, as a notebook keeps one
+            begun = time.monotonic()
+            stack.down(settings)
+            seconds = time.monotonic() - begun
+            assert seconds < 10, f"stack down took {seconds:.1f} s with a client connected"
+            assert not any(s.up for s in stack.status(settings))
+            client.close()
+            assert stranger.poll() is None
         assert stranger.poll() is None, "stack reset signalled a process it did not start"
+    finally:
         stranger.kill()
         stranger.wait()

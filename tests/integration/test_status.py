@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
 import pytest
-from helpers import all_records
+from helpers import all_records, run_cli
 
 from lambda_demo.ingestion.clock import from_millis
 from lambda_demo.settings import Settings
@@ -25,13 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "lambda_demo.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """``lambda-demo <args>``, which must succeed."""
+    done = run_cli(env, *args)
     assert done.returncode == 0, (args, done.stderr[-2000:])
     return done
 
@@ -106,13 +100,7 @@ def test_status_shows_the_hand_over_with_exact_figures(
     assert "0 records behind" in words
 
     # The cutoff never moves back: refused in words, before any work, and nothing changes.
-    back = subprocess.run(
-        [sys.executable, "-m", "lambda_demo.cli", "batch", "--cutoff", d1.isoformat()],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    back = run_cli(cli_env, "batch", "--cutoff", d1.isoformat())
     assert back.returncode == 2
     assert back.stderr.startswith("error: The batch view already covers the days before")
     assert len(back.stderr.strip().splitlines()) == 1

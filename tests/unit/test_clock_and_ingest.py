@@ -198,3 +198,24 @@ def test_handler_counts_dead_letters_for_bad_ingest_times_among_good_ones() -> N
     assert [s["topic"] for s in producer.sent] == ["tweets.dlq", "tweets", "tweets.dlq"]
     assert (tweets.counts.read, tweets.counts.produced, tweets.counts.dead_lettered) == (3, 1, 2)
     assert tweets.counts.reasons == {"bad_ingest_time": 2}
+
+
+# --- a tweet dated far in the future (moved here from the hostile-input drill) ---------------
+
+
+def test_a_far_future_created_at_does_not_stall_a_paced_replay() -> None:
+    """A paced replay (``--speedup 2400``, as in ``demo``) must not wait for year 9999."""
+    waits: list[float] = []
+    clock = SimulatedClock(speedup=2400, sleep=waits.append, monotonic=lambda: 0.0)
+    clock.tick(datetime(2026, 11, 1, tzinfo=UTC))
+    clock.tick(datetime(9999, 12, 31, tzinfo=UTC))
+    assert max(waits, default=0) < 24 * 3600, f"the replay would sleep {max(waits):.3g} s"
+
+
+def test_a_far_future_created_at_does_not_hijack_the_replay_clock() -> None:
+    """After one tweet dated 9999, the next honest tweet still gets an honest ingest time."""
+    clock = SimulatedClock(speedup=0)
+    clock.tick(datetime(2026, 11, 1, 10, tzinfo=UTC))
+    clock.tick(datetime(9999, 12, 31, tzinfo=UTC))
+    honest = clock.tick(datetime(2026, 11, 1, 10, 5, tzinfo=UTC))
+    assert honest.year == 2026, f"an honest tweet was stamped {honest.isoformat()}"

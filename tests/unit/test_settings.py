@@ -11,16 +11,6 @@ from lambda_demo.errors import SettingsError
 from lambda_demo.settings import Settings
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("LAMBDA_DEMO_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def test_environment_variables_with_the_prefix_configure_settings(clean_env, tmp_path: Path):
     clean_env.setenv("LAMBDA_DEMO_HOME", str(tmp_path))
     clean_env.setenv("LAMBDA_DEMO_TOPIC", "my-tweets")

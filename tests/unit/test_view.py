@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pandas as pd
 
 from lambda_demo import view
 
+BIG = 2**53 + 1  # beyond float precision: a float anywhere would lose the 1
 
-def test_columns_are_the_key_and_the_four_measures() -> None:
-    assert view.COLUMNS == ("location", "tweet_count", "followers_sum", "likes_sum", "retweets_sum")
+TWEETS = pd.DataFrame(
+    {
+        "location": ["a", "a", "b", "c", "c", "c"],
+        "followers_count": [BIG, 1, 0, 5, 6, 7],
+        "like_count": [1, 2, 3, 0, 0, 9],
+        "retweet_count": [0, 0, 7, 1, 1, 1],
+    }
+)
 
 
-def test_sql_select_list_casts_every_measure_to_bigint() -> None:
-    assert view.sql_select_list() == (
-        "CAST(COUNT(*) AS BIGINT) AS tweet_count, "
-        "CAST(SUM(followers_count) AS BIGINT) AS followers_sum, "
-        "CAST(SUM(like_count) AS BIGINT) AS likes_sum, "
-        "CAST(SUM(retweet_count) AS BIGINT) AS retweets_sum"
+def _sql(statement: str, rows: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Run ``statement`` over ``rows`` (as ``table``) in SQLite, which sums in 64 bits."""
+    with sqlite3.connect(":memory:") as db:
+        rows.to_sql(table, db, index=False)
+        frame = pd.read_sql_query(statement, db)
+    db.close()
+    return frame
+
+
+def test_the_sql_select_list_computes_what_pandas_computes() -> None:
+    """The batch layer's SQL and check's pandas, both derived from MEASURES, agree."""
+    by_sql = _sql(
+        f"SELECT {view.KEY}, {view.sql_select_list()} FROM tweets "
+        f"GROUP BY {view.KEY} ORDER BY {view.KEY}",
+        TWEETS,
+        "tweets",
     )
+    by_pandas = view.pandas_aggregate(TWEETS)
+    assert list(by_sql.columns) == list(view.COLUMNS) == list(by_pandas.columns)
+    pd.testing.assert_frame_equal(by_sql, by_pandas, check_dtype=False)
+    assert by_sql.set_index(view.KEY).loc["a", "followers_sum"] == BIG + 1
+
+
+def test_the_sum_of_measures_re_aggregates_partial_views() -> None:
+    """Summing per-day (or batch + speed) rows gives the view over all of them."""
+    days = [TWEETS.iloc[:3], TWEETS.iloc[3:5], TWEETS.iloc[5:]]
+    parts = pd.concat([view.pandas_aggregate(day) for day in days], ignore_index=True)
+    whole = _sql(
+        f"SELECT {view.KEY}, {view.sql_sum_of_measures()} FROM parts "
+        f"GROUP BY {view.KEY} ORDER BY {view.KEY}",
+        parts,
+        "parts",
+    )
+    pd.testing.assert_frame_equal(whole, view.pandas_aggregate(TWEETS), check_dtype=False)
 
 
 def test_pandas_aggregate_sums_per_location_exactly_beyond_2_pow_53() -> None:

@@ -137,7 +137,9 @@ def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_pa
     valid = sum(isinstance(p, FlatTweet) for p in parsed)
     invalid = sum(p is not None and not isinstance(p, FlatTweet) for p in parsed)
 
-    # Two simulated days in ~17 s, so the broker dies in the middle of the replay.
+    # Two simulated days in ~17 s, so the broker dies in the middle of the replay, and comes
+    # back while the replay still produces: the producer may give up on some batches (the
+    # ones in flight) and deliver later ones, leaving holes that the resume must fill.
     process = subprocess.Popen(
         cli_command("replay", "--file", str(path), "--speedup", "10000", "--json"),
         env=env_for(settings),
@@ -152,15 +154,13 @@ def test_kafka_killed_mid_replay_resumes_without_loss(private_home: Path, tmp_pa
     try:
         wait_until(replaying_and_300_in_kafka, 120, "the replay to be 300 records in")
         _kill_service(private_home, "kafka")
-        replay_rc = _stop(process, after=20)
+        stack.up(settings)  # restarts the broker on its ports, with its data
+        process.wait(timeout=300)
     finally:
         if process.poll() is None:
             process.kill()
-    assert replay_rc != 0, "a replay that lost its broker must not report success"
-
-    stack.up(settings)  # restarts the broker on its ports, with its data
     partial = topic_size(settings)
-    assert 0 < partial < valid
+    assert 0 < partial <= valid
 
     counts = replay(files=[path], settings=settings, progress=False)
     assert counts.failed == 0

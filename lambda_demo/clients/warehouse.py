@@ -28,6 +28,7 @@ batch recompute; every reader of "the batch part" or "the speed part" reads
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -100,6 +101,9 @@ CREATE TABLE IF NOT EXISTS batch_view (
     location TEXT NOT NULL,
     {measures},
     PRIMARY KEY (run_id, location)
+);
+CREATE TABLE IF NOT EXISTS schema_version (
+    fingerprint TEXT NOT NULL  -- of the DDL that made this schema: ensure_schema's fast path
 );
 CREATE TABLE IF NOT EXISTS batch_meta (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
@@ -261,22 +265,46 @@ WHERE t.table_schema = current_schema() AND t.table_name = 'speed_view'
 
 def ensure_schema(settings: Settings | None = None) -> None:
     """Create the schema, tables and views if missing, and add the columns a new measure
-    needs (see `_add_missing_columns`); safe to call often."""
+    needs (see `_add_missing_columns`); safe to call often.
+
+    Often is the point: every batch run and speed start calls it. Replacing a view takes an
+    exclusive lock on it, which blocks every serving read for the moment and, taken in another
+    order than a reader takes them, can deadlock with one. So the DDL runs only when it changed
+    (a new measure, a new version of this module): the schema records the fingerprint of the
+    DDL that made it, and a schema that already has it is left alone.
+    """
     settings = settings or get_settings()
+    fingerprint = hashlib.sha256((tables_ddl() + views_ddl()).encode()).hexdigest()
     with connect(settings) as conn, conn.cursor() as cur:
+        if _schema_fingerprint(cur) == fingerprint:
+            conn.close()
+            return
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")
-        cur.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(settings.warehouse_schema)
+        if _schema_fingerprint(cur) != fingerprint:  # not done meanwhile by another process
+            cur.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(settings.warehouse_schema)
+                )
             )
-        )
-        cur.execute(_OLD_SPEED_VIEW)
-        if cur.fetchone():
-            cur.execute("DROP TABLE IF EXISTS speed_view, speed_commits CASCADE")
-        cur.execute(tables_ddl())
-        _add_missing_columns(cur)
-        cur.execute(views_ddl())
+            cur.execute(_OLD_SPEED_VIEW)
+            if cur.fetchone():
+                cur.execute("DROP TABLE IF EXISTS speed_view, speed_commits CASCADE")
+            cur.execute(tables_ddl())
+            _add_missing_columns(cur)
+            cur.execute(views_ddl())
+            cur.execute("DELETE FROM schema_version")
+            cur.execute("INSERT INTO schema_version (fingerprint) VALUES (%s)", (fingerprint,))
     conn.close()
+
+
+def _schema_fingerprint(cur: cursor) -> str | None:
+    """The fingerprint recorded in the connection's schema, or None (no schema, or older)."""
+    cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute("SELECT fingerprint FROM schema_version")
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def _add_missing_columns(cur: cursor) -> None:

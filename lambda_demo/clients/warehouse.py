@@ -275,12 +275,14 @@ def ensure_schema(settings: Settings | None = None) -> None:
     """
     settings = settings or get_settings()
     fingerprint = hashlib.sha256((tables_ddl() + views_ddl()).encode()).hexdigest()
-    with connect(settings) as conn, conn.cursor() as cur:
-        if _schema_fingerprint(cur) == fingerprint:
-            conn.close()
-            return
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")
-        if _schema_fingerprint(cur) != fingerprint:  # not done meanwhile by another process
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            if _schema_fingerprint(cur) == fingerprint:
+                return
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")
+            if _schema_fingerprint(cur) == fingerprint:  # done meanwhile by another process
+                return
             cur.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(settings.warehouse_schema)
@@ -294,7 +296,8 @@ def ensure_schema(settings: Settings | None = None) -> None:
             cur.execute(views_ddl())
             cur.execute("DELETE FROM schema_version")
             cur.execute("INSERT INTO schema_version (fingerprint) VALUES (%s)", (fingerprint,))
-    conn.close()
+    finally:
+        conn.close()
 
 
 def _schema_fingerprint(cur: cursor) -> str | None:

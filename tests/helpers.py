@@ -305,3 +305,18 @@ def add_hashtags_measure(monkeypatch: pytest.MonkeyPatch) -> None:
         FlatTweet, "hashtag_count", property(lambda t: len(t.hashtags)), raising=False
     )
     monkeypatch.setattr(view, "MEASURES", (*view.MEASURES, HASHTAGS_SUM))
+
+
+class FakeTime:
+    """A clock for code that takes ``sleep`` and ``monotonic``: sleeping moves it, at once."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds

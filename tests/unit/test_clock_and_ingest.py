@@ -7,24 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from helpers import FakeTime
 
 from lambda_demo.ingestion.clock import SimulatedClock, from_millis, to_millis
 from lambda_demo.ingestion.handler import TweetHandler, partition_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_ingest_time_is_a_running_max_of_due_times() -> None:

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from helpers import FakeTime
 
 from lambda_demo import contract, view
 from lambda_demo.batch import archiver, recompute
@@ -428,21 +429,8 @@ def test_run_ids_are_the_utc_start_time() -> None:
 # One way to wait
 
 
-class _Time:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_wait_until_returns_the_first_true_value() -> None:
-    clock = _Time()
+    clock = FakeTime()
     answers = iter([None, 0, "ready"])
     got = wait_until(lambda: next(answers), 10, "x", sleep=clock.sleep, monotonic=clock.monotonic)
     assert got == "ready"
@@ -454,7 +442,7 @@ class _Busy(LambdaDemoError):
 
 
 def test_wait_until_tries_once_then_says_what_it_waited_for() -> None:
-    clock = _Time()
+    clock = FakeTime()
     calls = []
     with pytest.raises(_Busy) as raised:
         wait_until(
@@ -471,7 +459,7 @@ def test_wait_until_tries_once_then_says_what_it_waited_for() -> None:
 
 
 def test_wait_until_gives_up_after_the_timeout() -> None:
-    clock = _Time()
+    clock = FakeTime()
     with pytest.raises(LambdaDemoError, match="Gave up after 2 s waiting for Kafka"):
         wait_until(
             lambda: False,

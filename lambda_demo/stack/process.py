@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,12 +20,33 @@ from pathlib import Path
 
 import psutil
 
+#: Where service ports are picked: below the ephemeral range of Linux (32768-60999 by default),
+#: macOS and Windows (49152-65535), from which the kernel picks the source port of every outgoing
+#: connection. A service port inside that range can be taken, while its service is down, by any
+#: client's connection, even by a client reconnecting to that very port (a TCP self-connect);
+#: then the service cannot start again on it.
+SERVICE_PORTS = range(20000, 32768)
+
+
+def ephemeral_ports() -> range:
+    """The kernel's range of source ports for outgoing connections (Linux; else the IANA one)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(49152, 65536)
+
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on loopback, outside the ephemeral range, that nothing listens on right now."""
+    ephemeral = ephemeral_ports()
+    candidates = [port for port in SERVICE_PORTS if port not in ephemeral]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    first, last = SERVICE_PORTS.start, SERVICE_PORTS.stop - 1
+    raise OSError(f"no free TCP port on 127.0.0.1 in {first}-{last}: stop some programs")
 
 
 def port_open(port: int, *, timeout_seconds: float = 0.5) -> bool:

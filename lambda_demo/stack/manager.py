@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from lambda_demo.errors import StackError
 from lambda_demo.settings import Settings, get_settings
@@ -98,7 +99,7 @@ def _up(settings: Settings) -> list[ServiceStatus]:
             service.command(home, entry),
             log_file=settings.log_file(service.name),
             cwd=home,
-            preexec_fn=service.run_as(home),
+            preexec_fn=service.run_as(home, entry),
         )
         entry["started"] = started_at(entry["pid"])
         _save(settings, state)
@@ -158,6 +159,10 @@ def reset(settings: Settings | None = None) -> None:
     """Stop everything and delete all state: topics, objects, warehouse, checkpoints."""
     settings = settings or get_settings()
     down(settings)
+    # PostgreSQL's directory may live outside the home (see services.pg_dir).
+    elsewhere = _load(settings).get("postgres", {}).get("dir")
+    if elsewhere and not Path(elsewhere).is_relative_to(settings.home.resolve()):
+        shutil.rmtree(elsewhere, ignore_errors=True)
     if settings.home.exists():
         shutil.rmtree(settings.home)
 

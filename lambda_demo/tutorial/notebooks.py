@@ -38,6 +38,8 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SOLUTIONS_DIR = NOTEBOOKS_DIR / "solutions"
 NAV_MARKER = "<!-- lambda-demo:nav -->"
 """Also written in the cell's text, so the cell is found even if an editor drops metadata."""
+GLOSSARY = "GLOSSARY.md"
+"""The glossary page, beside the notebooks; every navigation line links to it."""
 NAV_METADATA_KEY = "lambda_demo"
 CELL_TIMEOUT_SECONDS = 900
 KERNEL_NAME = "python3"
@@ -140,7 +142,7 @@ def nav_source(infos: list[NotebookInfo], index: int) -> str:
     parts = []
     if index > 0:
         parts.append(f"← {_link(infos[index - 1])}")
-    parts.append("[Contents](README.md)")
+    parts += ["[Contents](README.md)", f"[Glossary]({GLOSSARY})"]
     if index + 1 < len(infos):
         parts.append(f"{_link(infos[index + 1])} →")
     return f"{NAV_MARKER}\n" + " | ".join(parts)
@@ -215,7 +217,8 @@ def nav(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     for path in solutions:
         info = by_number.get(path.name[:2])
         back = f"← back to {_link(info, '../')}" if info else "← back"
-        if _set_nav(path, f"{NAV_MARKER}\n{back} | [Contents](../README.md)"):
+        links = f"[Contents](../README.md) | [Glossary](../{GLOSSARY})"
+        if _set_nav(path, f"{NAV_MARKER}\n{back} | {links}"):
             changed.append(path)
     readme = folder / "README.md"
     text = contents_page(infos, solutions)

@@ -1,0 +1,97 @@
+"""`grade` on the real warehouse: every reference answer passes, every known-wrong answer
+fails with its own hint, and what is not an answer yet fails nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from lambda_demo.settings import Settings
+from lambda_demo.tutorial import grading
+
+pytestmark = pytest.mark.integration
+
+EXERCISES = sorted(grading.EXERCISES)
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_the_reference_answer_passes(settings: Settings, exercise: str) -> None:
+    result = grading.grade(exercise, grading.reference(exercise), settings=settings)
+    assert result.passed is True, result.feedback
+
+
+@pytest.mark.parametrize(
+    ("exercise", "mistake"),
+    [(e, m) for e in EXERCISES for m in grading.EXERCISES[e].mistakes],
+    ids=lambda value: value if isinstance(value, str) else value.hint[:40],
+)
+def test_each_known_mistake_fails_with_its_hint(
+    settings: Settings, exercise: str, mistake: grading.Mistake
+) -> None:
+    result = grading.grade(exercise, mistake.answer, settings=settings)
+    assert result.passed is False
+    assert result.feedback.endswith(f"Hint: {mistake.hint}")
+    assert "expected" in result.feedback or "missing" in result.feedback
+
+
+# Wrong answers written here, not taken from the grader: each must fail and say where.
+WRONG = {
+    "02.1": [
+        # Counts tweets, but sums nothing: the measures are zero.
+        "SELECT location, COUNT(*) AS tweet_count, 0 AS followers_sum, 0 AS likes_sum, "
+        "0 AS retweets_sum FROM raw_tweets WHERE ingest_day >= %(cutoff)s GROUP BY location",
+        # The batch view's days instead of the speed layer's.
+        "SELECT location, COUNT(DISTINCT tweet_id) AS tweet_count, SUM(followers_count) AS "
+        "followers_sum, SUM(like_count) AS likes_sum, SUM(retweet_count) AS retweets_sum "
+        "FROM raw_tweets WHERE ingest_day < %(cutoff)s GROUP BY location",
+    ],
+    "04.1": [
+        # The batch view alone.
+        "SELECT b.location, tweet_count, followers_sum, likes_sum, retweets_sum "
+        "FROM batch_view b JOIN batch_meta m USING (run_id)",
+        # Not grouped: a location in both views comes twice.
+        "SELECT location, tweet_count, followers_sum, likes_sum, retweets_sum FROM batch_view "
+        "JOIN batch_meta USING (run_id) UNION ALL SELECT location, tweet_count, "
+        "followers_sum, likes_sum, retweets_sum FROM speed_view JOIN speed_deployments "
+        "USING (deployment) WHERE serving AND ingest_day >= '2026-11-03'",
+    ],
+}
+
+
+@pytest.mark.parametrize(("exercise", "answer"), [(e, a) for e, ans in WRONG.items() for a in ans])
+def test_other_wrong_answers_fail_naming_a_location(
+    settings: Settings, exercise: str, answer: str
+) -> None:
+    result = grading.grade(exercise, answer, settings=settings)
+    assert result.passed is False
+    assert "location" in result.feedback
+
+
+def test_every_graded_exercise_has_wrong_answers_tested_here() -> None:
+    assert set(WRONG) == set(grading.EXERCISES)
+
+
+@pytest.mark.parametrize("answer", [None, ..., "", "   "])
+def test_an_unattempted_exercise_says_how_to_start_and_fails_nothing(
+    settings: Settings, answer: object
+) -> None:
+    result = grading.grade("02.1", answer, settings=settings)  # type: ignore[arg-type]
+    assert result.passed is None
+    assert "grade('02.1'" in result.feedback
+    assert str(result).startswith("02.1 · not attempted")
+
+
+def test_a_query_the_warehouse_refuses_is_feedback_not_a_crash(settings: Settings) -> None:
+    result = grading.grade("04.1", "SELECT location FROM no_such_table", settings=settings)
+    assert result.passed is False
+    assert "no_such_table" in result.feedback
+
+
+def test_a_missing_column_is_named(settings: Settings) -> None:
+    result = grading.grade("04.1", "SELECT location FROM batch_view", settings=settings)
+    assert result.passed is False
+    assert "no column tweet_count" in result.feedback
+
+
+def test_an_unknown_exercise_lists_the_graded_ones() -> None:
+    with pytest.raises(KeyError, match=r"02\.1"):
+        grading.grade("99.9", "SELECT 1")

@@ -265,9 +265,9 @@ def exec_form(args: str) -> list[str]:
     return json.loads(args) if args.startswith("[") else shlex.split(args)
 
 
-def pip_installs(run: str) -> list[list[str]]:
-    """The argument lists of every ``pip install`` in one RUN (shell ``&&``/``;`` chains)."""
-    lexer = shlex.shlex(run, posix=True, punctuation_chars=True)
+def shell_commands(line: str) -> list[list[str]]:
+    """The words of each simple command in a shell line (``&&``, ``||``, ``;``, ``|`` chains)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     commands: list[list[str]] = [[]]
     for token in lexer:
@@ -275,8 +275,13 @@ def pip_installs(run: str) -> list[list[str]]:
             commands.append([])
         else:
             commands[-1].append(token)
+    return [words for words in commands if words]
+
+
+def pip_installs(run: str) -> list[list[str]]:
+    """The argument lists of every ``pip install`` in one RUN (shell ``&&``/``;`` chains)."""
     calls = []
-    for words in commands:
+    for words in shell_commands(run):
         for i, word in enumerate(words[:-1]):
             if word.endswith("pip") and words[i + 1] == "install":
                 calls.append(words[i + 2 :])

@@ -95,7 +95,7 @@ SCRIPT: tuple[ScriptedRecord, ...] = (
 COUNTED_BY_SPEED = "counted by speed, then by batch"
 LATE = "dropped by speed (late), counted by batch"
 DUPLICATE = "duplicate: not counted again"
-FORGOTTEN_DUPLICATE = "re-sent after the speed layer forgot it: counted again by speed only"
+FORGOTTEN_DUPLICATE = "forgotten duplicate: counted again by speed, not by batch"
 
 _FATES = {
     ("counted", "counted"): COUNTED_BY_SPEED,

@@ -224,8 +224,12 @@ def run_speed(
     once: bool = False,
     trigger_seconds: float | None = None,
     **query_options: Any,
-) -> None:
-    """``lambda-demo speed``: run until Ctrl-C/SIGTERM (or once), stopping cleanly."""
+) -> list[StreamingQuery]:
+    """``lambda-demo speed``: run until Ctrl-C/SIGTERM (or once), stopping cleanly.
+
+    Returns the stopped queries: their ``recentProgress`` says what each micro-batch of the
+    run did (the late-data lesson reads its watermark and its dropped rows there).
+    """
     settings = settings or get_settings()
     queries = start_queries(settings, once=once, trigger_seconds=trigger_seconds, **query_options)
     try:
@@ -241,3 +245,4 @@ def run_speed(
     for query in queries:
         if (error := _query_error(query)) is not None:
             raise error
+    return queries

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_NO_WATERMARK = "1970-01-01T00:00:00.000Z"  # what Spark reports before it has a watermark
+NO_WATERMARK = "1970-01-01T00:00:00.000Z"  # what Spark reports before it has a watermark
 
 
 class DeploymentRetired(LambdaDemoError):
@@ -207,7 +207,7 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
                     json.dumps(ends) if ends is not None else None,
                     sum(op["numRowsTotal"] for op in operators) if operators else None,
                     sum(op.get("numRowsDroppedByWatermark", 0) for op in operators),
-                    None if watermark in (None, _NO_WATERMARK) else watermark,
+                    None if watermark in (None, NO_WATERMARK) else watermark,
                     deployment,
                 ),
             )

@@ -243,10 +243,11 @@ class BreakAndHeal:
     def _stop_speed_queries(self) -> None:
         """Stop the queries now, even in the middle of a micro-batch (that is the fault).
 
-        The interrupted micro-batch is harmless: its warehouse transaction never commits,
-        Spark never marks it done, and the restart runs it again. py4j would still log the
-        interruption as an error with a Java stack trace, burying the notebook's output, so
-        that one message is left out; any other error is shown.
+        The interrupted micro-batch is harmless: Spark never marks it done, so the restart
+        runs it again, and the sink makes that safe (its transaction either never committed,
+        or committed the batch id it then skips). py4j would still log the interruption as an
+        error with a Java stack trace, burying the notebook's output, so that one message is
+        left out; any other error is shown.
         """
         log = logging.getLogger("py4j.clientserver")
         log.addFilter(_not_an_interruption)

@@ -9,6 +9,8 @@ tests share is never touched.
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from lambda_demo.ingestion.replay import read_lines
 from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import stop_queries
-from lambda_demo.tutorial.recovery import BreakAndHeal
+from lambda_demo.tutorial.recovery import BreakAndHeal, _not_an_interruption
 
 
 def _services_up(settings: Settings) -> dict[str, tuple[bool, str]]:
@@ -132,3 +134,20 @@ def _break_and_heal(drill: BreakAndHeal) -> None:
 def test_stop_service_names_the_services_when_the_name_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(StackError, match=r"'zookeeper'.*\['kafka', 's3', 'postgres'\]"):
         stack.stop_service("zookeeper", Settings(home=tmp_path))
+
+
+def _py4j_report(error: Exception) -> logging.LogRecord:
+    try:
+        raise error
+    except Exception:
+        exc_info = sys.exc_info()
+    return logging.LogRecord("py4j.clientserver", logging.ERROR, "", 0, "proxy", (), exc_info)
+
+
+def test_only_the_interruption_of_a_stopped_query_is_left_out_of_the_log() -> None:
+    interrupted = RuntimeError(
+        "An error occurred while calling o763.collectToPython.\n: java.lang.InterruptedException"
+    )
+    assert not _not_an_interruption(_py4j_report(interrupted))
+    assert _not_an_interruption(_py4j_report(RuntimeError("division by zero")))
+    assert _not_an_interruption(logging.LogRecord("py4j", logging.ERROR, "", 0, "x", (), None))

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,8 +142,28 @@ def down(settings: Settings | None = None) -> None:
     from lambda_demo.clients import warehouse
 
     warehouse.close_readers()  # this process's own idle connections go first
+    _stop_recorded(settings, reversed(SERVICES))
+
+
+def stop_service(name: str, settings: Settings | None = None) -> None:
+    """Stop one service the way ``down`` does; its data and ports stay for the next ``up``.
+
+    An outage on purpose: notebook 06 stops the broker mid-replay to show that nothing is
+    lost, and ``up`` brings it back on its recorded ports with its data.
+    """
+    settings = settings or get_settings()
+    by_name = {service.name: service for service in SERVICES}
+    if name not in by_name:
+        raise StackError(
+            f"There is no service {name!r} in the stack: choose one of {list(by_name)}."
+        )
+    _stop_recorded(settings, [by_name[name]])
+
+
+def _stop_recorded(settings: Settings, services: Iterable[Service]) -> None:
+    """Stop each service and record that it is stopped, so ``up`` starts it without alarm."""
     state = _load(settings)
-    for service in reversed(SERVICES):
+    for service in services:
         entry = state.get(service.name, {})
         _stop(service, entry)
         entry["pid"] = entry["started"] = None

@@ -1,31 +1,280 @@
-"""Human fault tolerance: heal a bad speed layer, rebuild a warehouse, Lambda vs Kappa.
+"""Fault tolerance, machine and human: break a running pipeline and watch it heal, heal a bad
+speed layer, rebuild a warehouse, Lambda vs Kappa.
 
 Notebook 06 uses these to show the Lambda Architecture's strongest promise: the master
 dataset is immutable, so any view - however wrong a deployed bug made it - can be recomputed.
+Before that, `BreakAndHeal` stops the speed layer and the broker in the middle of a replay,
+for real, one step per cell, and shows that the serving view is still exact afterwards.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from psycopg2 import sql as psql
 
-from lambda_demo import view
+from lambda_demo import stack, view
 from lambda_demo.batch.loader import load
 from lambda_demo.batch.recompute import recompute
 from lambda_demo.clients import warehouse
+from lambda_demo.contract import FlatTweet, parse_api_tweet
+from lambda_demo.errors import LambdaDemoError
+from lambda_demo.ingestion.clock import SimulatedClock, format_utc, wait_until
+from lambda_demo.ingestion.handler import IngestCounts
+from lambda_demo.ingestion.replay import read_lines, replay
 from lambda_demo.serving import reads
+from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
-from lambda_demo.speed.run import run_speed
+from lambda_demo.speed.run import await_first_batch, run_speed, start_queries, stop_queries
+from lambda_demo.status import status
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
     from pyspark.sql import DataFrame
+    from pyspark.sql.streaming import StreamingQuery
+
+
+# --- Break it, watch it heal ------------------------------------------------------------------
+
+STEP_TIMEOUT_SECONDS = 300.0
+"""How long a step waits for the state it promises before it gives up in words."""
+
+
+def valid_tweets_in(path: Path) -> int:
+    """Distinct valid tweets in a replay file, judged by the contract alone.
+
+    This is what an exact serving view must count, whatever happened on the way: the number
+    comes from the file, not from Kafka or any layer, so a lost or doubled record shows.
+    """
+    ids = {
+        parsed.tweet_id
+        for line in read_lines(path)
+        if isinstance(parsed := parse_api_tweet(line), FlatTweet)
+    }
+    return len(ids)
+
+
+@dataclass
+class BreakAndHeal:
+    """Stop the speed layer and the broker in the middle of a replay, restart them, and show
+    that the serving view is still exact, one method per notebook cell.
+
+    Every step returns a snapshot of the pipeline (`snapshot`), read from the layers that own
+    each figure (`lambda_demo.status`), so what a learner sees is observable state, not what
+    the code believes; `timeline` puts them side by side.
+    """
+
+    settings: Settings
+    sample: Path
+    speedup: float
+    clock: SimulatedClock = field(init=False)
+    queries: list[StreamingQuery] = field(default_factory=list, init=False)
+    snapshots: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _replay: threading.Thread | None = field(default=None, init=False)
+    _outcome: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = SimulatedClock(speedup=self.speedup)
+
+    @classmethod
+    def prepare(
+        cls, settings: Settings, *, tweets: int = 3000, speedup: float = 2880.0, seed: int = 18
+    ) -> BreakAndHeal:
+        """An emptied namespace and a one-day sample that ``speedup`` plays in 86,400 /
+        ``speedup`` seconds (30 s by default): long enough to break things while it runs.
+        """
+        from lambda_demo.ingestion.sample import DEFAULT_START
+        from lambda_demo.tutorial.explore import reset_namespace, sample_file
+
+        stack.up(settings)
+        reset_namespace(settings)
+        sample = sample_file(
+            f"heal-{tweets}-{seed}.jsonl.gz",
+            tweets=tweets,
+            days=1,
+            seed=seed,
+            start=DEFAULT_START,
+            settings=settings,
+        )
+        return cls(settings=settings, sample=sample, speedup=speedup)
+
+    def snapshot(self, step: str) -> dict[str, Any]:
+        """Where the data is now: the replay's clock, Kafka, the speed layer's lag, serving.
+
+        With the broker down, ``status`` cannot read Kafka: the snapshot keeps its message,
+        which is what an operator would read too.
+        """
+        row: dict[str, Any] = {
+            "step": step,
+            "simulated time": format_utc(self.clock.now)[:16] if self.clock.now else None,
+            "replay": "running" if self._replay and self._replay.is_alive() else "not running",
+            "speed layer": "running" if any(q.isActive for q in self.queries) else "stopped",
+        }
+        try:
+            figures = status(self.settings)
+        except LambdaDemoError as exc:
+            row["status says"] = str(exc)
+        else:
+            row["records in Kafka"] = figures["kafka"]["records"]
+            row["lag_records"] = figures["speed"]["lag_records"]
+            row["serving tweets"] = figures["serving"]["tweets"]
+        self.snapshots.append(row)
+        return row
+
+    def timeline(self) -> pd.DataFrame:
+        """Every snapshot so far, one row per step."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.snapshots).set_index("step")
+        counts = ["records in Kafka", "lag_records", "serving tweets"]
+        frame[counts] = frame[counts].astype("Int64")  # whole numbers; <NA> while Kafka is down
+        return frame.fillna({"simulated time": "", "status says": ""})
+
+    def start_speed_layer(self) -> dict[str, Any]:
+        """Start the speed layer on the still-empty topic and wait for its first micro-batch,
+        so Spark is warm before the first tweet arrives."""
+        self.queries = start_queries(self.settings)
+        await_first_batch(self.queries)
+        return self.snapshot("speed layer started")
+
+    def start_replay(self) -> dict[str, Any]:
+        """Play the sample into Kafka from a background thread, paced by the simulated clock."""
+
+        def play() -> None:
+            try:
+                self._outcome["counts"] = replay(
+                    [self.sample],
+                    settings=self.settings,
+                    speedup=self.speedup,
+                    progress=False,
+                    clock=self.clock,
+                )
+            except BaseException as exc:  # raised in the notebook's thread by finish_replay
+                self._outcome["error"] = exc
+
+        self._replay = threading.Thread(target=play, name="replay", daemon=True)
+        self._replay.start()
+        return self.snapshot("replay started")
+
+    def await_serving(self, tweets: int) -> dict[str, Any]:
+        """Wait until the serving view counts ``tweets`` and the speed layer has reported
+        processing records (its progress reaches the warehouse just after its rows, and
+        ``lag_records`` is computed from it)."""
+        self._await(
+            lambda figures: (
+                figures["serving"]["tweets"] >= tweets
+                and figures["speed"]["lag_records"] < figures["kafka"]["records"]
+            ),
+            f"the serving view to count {tweets} tweets",
+        )
+        return self.snapshot("speed layer keeping up")
+
+    def stop_speed_layer(self) -> dict[str, Any]:
+        """Stop both streaming queries mid-replay, as an operator (or a redeploy) would."""
+        self._stop_speed_queries()
+        return self.snapshot("speed layer stopped")
+
+    def await_backlog(self, records: int) -> dict[str, Any]:
+        """Wait until ``records`` records wait in Kafka behind the stopped speed layer."""
+        self._await(
+            lambda figures: figures["speed"]["lag_records"] >= records,
+            f"{records} records to pile up behind the speed layer",
+        )
+        return self.snapshot("records pile up")
+
+    def stop_broker(self) -> dict[str, Any]:
+        """Stop Kafka while the replay still produces (``stack.stop_service``)."""
+        stack.stop_service("kafka", self.settings)
+        return self.snapshot("broker stopped")
+
+    def start_broker(self) -> dict[str, Any]:
+        """``stack.up``: Kafka comes back on its recorded ports, with its data."""
+        stack.up(self.settings)
+        return self.snapshot("broker started")
+
+    def finish_replay(self) -> dict[str, Any]:
+        """Wait for the replay to end; return what it did (``failed``: sends it gave up on)."""
+        assert self._replay is not None, "start_replay first"
+        self._replay.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        self.snapshot("replay finished")
+        return _counts(self._outcome["counts"])
+
+    def resume_replay(self) -> dict[str, Any]:
+        """Replay the same file again: it sends exactly the lines Kafka lacks (often none)."""
+        counts = replay([self.sample], settings=self.settings, progress=False)
+        self.snapshot("replay resumed")
+        return _counts(counts)
+
+    def restart_speed_layer(self) -> dict[str, Any]:
+        """Start the speed layer again from its checkpoint; wait until it has caught up."""
+        self.queries = start_queries(self.settings)
+
+        def caught_up(figures: dict[str, Any]) -> bool:
+            for query in self.queries:
+                if not query.isActive:
+                    raise query.exception() or LambdaDemoError(f"{query.name} stopped")
+            return figures["speed"]["lag_records"] == 0
+
+        self._await(caught_up, "the speed layer to catch up")
+        return self.snapshot("speed layer caught up")
+
+    def verify(self) -> dict[str, Any]:
+        """Stop the speed layer, then compare the serving view with Kafka and with the file."""
+        self._stop_speed_queries()
+        result = check(self.settings)
+        row = self.snapshot("speed layer stopped, check")
+        return {
+            "check": str(result).splitlines()[0],
+            "serving tweets": row["serving tweets"],
+            "valid tweets in the file": valid_tweets_in(self.sample),
+        }
+
+    def _stop_speed_queries(self) -> None:
+        """Stop the queries now, even in the middle of a micro-batch (that is the fault).
+
+        The interrupted micro-batch is harmless: Spark never marks it done, so the restart
+        runs it again, and the sink makes that safe (its transaction either never committed,
+        or committed the batch id it then skips). py4j would still log the interruption as an
+        error with a Java stack trace, burying the notebook's output, so that one message is
+        left out; any other error is shown.
+        """
+        log = logging.getLogger("py4j.clientserver")
+        log.addFilter(_not_an_interruption)
+        try:
+            stop_queries(self.queries, self.settings)
+        finally:
+            log.removeFilter(_not_an_interruption)
+
+    def _await(self, done: Callable[[dict[str, Any]], bool], what: str) -> None:
+        """Poll ``status`` until ``done(figures)`` holds (observable state, never a sleep)."""
+        wait_until(
+            lambda: done(status(self.settings)),
+            STEP_TIMEOUT_SECONDS,
+            what,
+            hint="`lambda-demo status` shows where the data is.",
+        )
+
+
+def _not_an_interruption(record: logging.LogRecord) -> bool:
+    """False for py4j's report of a Spark job interrupted by ``StreamingQuery.stop``."""
+    error = record.exc_info[1] if record.exc_info else None
+    return "java.lang.InterruptedException" not in str(error)
+
+
+def _counts(counts: IngestCounts) -> dict[str, int]:
+    """A replay's counts, with the failed sends ``as_dict`` leaves out."""
+    return {**counts.as_dict(), "failed": counts.failed}
 
 
 def buggy_aggregates(tweets: DataFrame) -> DataFrame:

@@ -1,5 +1,5 @@
 """Fault tolerance, machine and human: break a running pipeline and watch it heal, heal a bad
-speed layer, rebuild a warehouse, Lambda vs Kappa.
+speed layer, rebuild a warehouse (and, for notebook 07, the two ways to recompute a view).
 
 Notebook 06 uses these to show the Lambda Architecture's strongest promise: the master
 dataset is immutable, so any view - however wrong a deployed bug made it - can be recomputed.
@@ -380,19 +380,5 @@ def overcount_figure(mismatches: pd.DataFrame, *, top: int = 12) -> Figure:
     ax.set_title(
         f"What the bug did: {int(extra.sum())} extra tweets over {len(mismatches)} locations"
     )
-    fig.tight_layout()
-    return fig
-
-
-def timing_figure(seconds: dict[str, float]) -> Figure:
-    """Side-by-side bars: how long each way of recomputing the view took."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    ax.barh(list(seconds), list(seconds.values()), color=["#DD8452", "#55A868"])
-    for y, value in enumerate(seconds.values()):
-        ax.text(value, y, f" {value:.1f} s", va="center")
-    ax.set_xlabel("seconds to recompute the whole view")
-    ax.set_title("Lambda (recompute from S3) vs Kappa (reprocess the log)")
     fig.tight_layout()
     return fig

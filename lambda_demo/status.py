@@ -34,9 +34,11 @@ from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings, get_settings
 
 
-def topic_offsets(settings: Settings, topic: str) -> dict[str, tuple[int, int]]:
+def topic_offsets(
+    settings: Settings, topic: str, *, consumer: KafkaConsumer | None = None
+) -> dict[str, tuple[int, int]]:
     """``{partition: (first offset, end offset)}`` of one topic (empty if it does not exist)."""
-    offsets = kafka_io.partition_offsets(settings, topic)
+    offsets = kafka_io.partition_offsets(settings, topic, consumer=consumer)
     return {str(partition): span for partition, span in offsets.items()}
 
 
@@ -103,22 +105,23 @@ def serving_lag(settings: Settings, *, tweets: dict[str, tuple[int, int]] | None
     them): a query still running may have passed them by the time the warehouse is read,
     which counts as zero behind, never as a negative number.
     """
-    if tweets is None:
-        tweets = topic_offsets(settings, settings.topic)
-    end_offsets, cutoff = _one(
-        "SELECT (SELECT end_offsets FROM speed_deployments WHERE serving), "
-        "(SELECT cutoff_day FROM batch_meta)",
-        settings,
-    )
-    processed = json.loads(end_offsets) if end_offsets else {}
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-status")
+    with contextlib.closing(consumer):
+        if tweets is None:
+            tweets = topic_offsets(settings, settings.topic, consumer=consumer)
+        end_offsets, cutoff = _one(
+            "SELECT (SELECT end_offsets FROM speed_deployments WHERE serving), "
+            "(SELECT cutoff_day FROM batch_meta)",
+            settings,
+        )
+        processed = json.loads(end_offsets) if end_offsets else {}
+        ends = {partition: end for partition, (_, end) in tweets.items()}
+        now = _newest_before(settings, tweets, ends, consumer)
+        processed_up_to = _newest_before(settings, tweets, processed, consumer)
     records = sum(
         max(0, end - max(begin, processed.get(partition, begin)))
         for partition, (begin, end) in tweets.items()
     )
-    consumer = kafka_io.consumer(settings, client_id="lambda-demo-status")
-    with contextlib.closing(consumer):
-        now = _newest_before(settings, tweets, {p: end for p, (_, end) in tweets.items()}, consumer)
-        processed_up_to = _newest_before(settings, tweets, processed, consumer)
     batch_up_to = None if cutoff is None else datetime.combine(cutoff, time(), INGEST_DAY_ZONE)
     reflected = max((t for t in (processed_up_to, batch_up_to) if t is not None), default=None)
     seconds = None

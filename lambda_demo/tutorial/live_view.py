@@ -97,7 +97,6 @@ def live_figure(samples: pd.DataFrame, *, speedup: float | None = None) -> Figur
         drawn["speed_tweets"],
         labels=["batch part (days before the cutoff)", "speed part (days from the cutoff)"],
         colors=[BATCH_COLOUR, SPEED_COLOUR],
-        step="post",
     )
     parts_ax.set_ylabel("tweets served")
     parts_ax.legend(loc="upper left")
@@ -191,10 +190,11 @@ def watch(
     samples: list[dict[str, Any]] = []
     while True:
         finished = work.done()  # before sampling: the last sample sees the finished work
+        next_at = time.monotonic() + every_seconds
         samples.append(serving_sample(settings, clock=clock, started=started))
         live.show(pd.DataFrame(samples))
         if finished:
             break
-        wait([work], timeout=every_seconds)  # returns early when the work is done
+        wait([work], timeout=max(0.0, next_at - time.monotonic()))  # or until the work ends
     work.result()
     return pd.DataFrame(samples)

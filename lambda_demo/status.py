@@ -145,10 +145,10 @@ def _newest_before(
     newest = None
     for partition, offset in offsets.items():
         begin = tweets[partition][0] if partition in tweets else 0
+        start = max(begin, offset - 1)
         last = kafka_io.read_range(
-            settings, settings.topic, int(partition), max(begin, offset - 1), offset,
-            consumer=consumer,
-        )  # fmt: skip
+            settings, settings.topic, int(partition), start, offset, consumer=consumer
+        )
         for record in last:
             moment = ingest_time(record.timestamp)
             if moment is not None and (newest is None or moment > newest):
@@ -214,7 +214,8 @@ def _figures(settings: Settings) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> str:
-    """The figures in words, one line per layer in the order the data flows, then the lag."""
+    """The figures in words, one line per layer (two for the speed layer and its lag), in the
+    order the data flows."""
     kafka, archive, wh = figures["kafka"], figures["archive"], figures["warehouse"]
     batch, speed, serving = figures["batch"], figures["speed"], figures["serving"]
     days = ", ".join(speed["days"]) or "none"
@@ -230,10 +231,10 @@ def render(figures: dict[str, Any]) -> str:
             f"warehouse  {wh['raw_rows']:,} raw rows from {wh['loaded_objects']:,} objects",
             f"batch      cutoff {cutoff}: {batch['tweets']:,} tweets, "
             f"{batch['locations']:,} locations",
-            f"speed      days {days}; state rows {state}; watermark {speed['watermark'] or 'none'}",
+            f"speed      days {days}; {speed['lag_records']:,} records and {behind} behind Kafka; "
+            f"state rows {state}; watermark {speed['watermark'] or 'none'}",
+            f"           newest ingest time served {speed['newest_ingest'] or 'none'}, "
+            f"in Kafka {speed['newest_in_kafka'] or 'none'}",
             f"serving    {serving['tweets']:,} tweets, {serving['locations']:,} locations",
-            f"lag        {speed['lag_records']:,} records and {behind} behind Kafka "
-            f"(the view reflects up to {speed['newest_ingest'] or 'nothing'}, "
-            f"Kafka up to {speed['newest_in_kafka'] or 'nothing'})",
         ]
     )

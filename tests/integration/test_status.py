@@ -107,6 +107,7 @@ def test_status_shows_the_hand_over_with_exact_figures(
     words = _cli(cli_env, "status").stdout
     assert f"cutoff {d2.isoformat()}" in words
     assert "0 records and 0.0 s behind Kafka" in words
+    assert f"newest ingest time served {newest}, in Kafka {newest}" in words
 
     # The cutoff never moves back: refused in words, before any work, and nothing changes.
     back = run_cli(cli_env, "batch", "--cutoff", d1.isoformat())

@@ -4,7 +4,8 @@ Each figure is read from the layer that owns it, never derived from another laye
 learner can watch the hand-over: records pile up in Kafka, the archive and the warehouse
 catch up at each batch run, the batch view takes over the days before the cutoff, and the
 speed layer keeps only the days from the cutoff on (``speed.days``), with a bounded state
-(``speed.state_rows``) and a small lag (``speed.lag_records``).
+(``speed.state_rows``) and a small lag (``speed.lag_records`` and ``speed.lag_seconds``, see
+`serving_lag`).
 
 Usage::
 
@@ -14,23 +15,30 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Any
 
 import psycopg2
 from botocore.exceptions import BotoCoreError
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from lambda_demo.batch.archiver import list_archived
 from lambda_demo.clients import kafka_io, storage, warehouse
+from lambda_demo.contract import INGEST_DAY_ZONE, ingest_time
 from lambda_demo.errors import StackError, explain
 from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings, get_settings
 
 
-def topic_offsets(settings: Settings, topic: str) -> dict[str, tuple[int, int]]:
+def topic_offsets(
+    settings: Settings, topic: str, *, consumer: KafkaConsumer | None = None
+) -> dict[str, tuple[int, int]]:
     """``{partition: (first offset, end offset)}`` of one topic (empty if it does not exist)."""
-    offsets = kafka_io.partition_offsets(settings, topic)
+    offsets = kafka_io.partition_offsets(settings, topic, consumer=consumer)
     return {str(partition): span for partition, span in offsets.items()}
 
 
@@ -40,13 +48,12 @@ def _one(query: str, settings: Settings) -> tuple:
 
 
 def speed_figures(settings: Settings) -> dict[str, Any]:
-    """The serving speed deployment: its days, state rows, late rows, watermark and offsets.
+    """The serving speed deployment: its days, state rows, late rows and watermark.
 
-    ``end_offsets`` is ``{partition: next offset}`` the deployment has processed; the other
-    figures are None until the deployment has reported progress (no query has run yet).
+    The figures are None until the deployment has reported progress (no query has run yet).
     """
     frame = warehouse.fetch_frame(
-        "SELECT d.deployment, d.end_offsets, d.state_rows, d.late_rows, d.watermark, "
+        "SELECT d.deployment, d.state_rows, d.late_rows, d.watermark, "
         "ARRAY(SELECT DISTINCT ingest_day FROM speed_serving ORDER BY 1) AS days "
         "FROM speed_deployments d WHERE d.serving",
         settings=settings,
@@ -60,8 +67,93 @@ def speed_figures(settings: Settings) -> dict[str, Any]:
         "state_rows": None if row["state_rows"] is None else int(row["state_rows"]),
         "late_rows": None if row["late_rows"] is None else int(row["late_rows"]),
         "watermark": None if row["watermark"] is None else format_utc(row["watermark"]),
-        "end_offsets": json.loads(row["end_offsets"]) if row["end_offsets"] else {},
     }
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far the serving view is behind Kafka (see `serving_lag`)."""
+
+    records: int
+    """Records in Kafka the serving speed deployment has not processed yet."""
+    seconds: float | None
+    """``now - reflected``, in the stream's own seconds (simulated ones under a replay); None
+    while Kafka holds no record or the serving view reflects none."""
+    now: datetime | None
+    """The stream's now: the ingest time of the newest record in Kafka."""
+    reflected: datetime | None
+    """The ingest time of the newest record the serving view reflects."""
+
+
+def serving_lag(settings: Settings, *, tweets: dict[str, tuple[int, int]] | None = None) -> Lag:
+    """How far the serving view is behind Kafka, in records and in seconds of stream time.
+
+    **Records behind**: per partition, Kafka's end offset minus the offset the serving speed
+    deployment has processed up to (its progress report, recorded after the micro-batch's
+    rows were committed).
+
+    **Seconds behind**: the stream's now, the ingest time of the newest record in Kafka,
+    minus the ingest time of the newest record the serving view reflects: the last record
+    the serving deployment processed, or the batch cutoff's midnight if that is later (the
+    batch view holds every day before it). Under a replay the ingest times are the simulated
+    clock's, so these are simulated seconds: divide by the speed-up for wall seconds. Both
+    instants are read from Kafka at the offsets that delimit the records behind, so the two
+    figures describe the same records; Spark's own progress report is no help here (its
+    ``eventTime.max`` covers one of the speed layer's per-partition watermarks only).
+
+    Kafka's offsets come first (``tweets``, `topic_offsets` read by the caller if it has
+    them): a query still running may have passed them by the time the warehouse is read,
+    which counts as zero behind, never as a negative number.
+    """
+    consumer = kafka_io.consumer(settings, client_id="lambda-demo-status")
+    with contextlib.closing(consumer):
+        if tweets is None:
+            tweets = topic_offsets(settings, settings.topic, consumer=consumer)
+        end_offsets, cutoff = _one(
+            "SELECT (SELECT end_offsets FROM speed_deployments WHERE serving), "
+            "(SELECT cutoff_day FROM batch_meta)",
+            settings,
+        )
+        processed = json.loads(end_offsets) if end_offsets else {}
+        ends = {partition: end for partition, (_, end) in tweets.items()}
+        now = _newest_before(settings, tweets, ends, consumer)
+        processed_up_to = _newest_before(settings, tweets, processed, consumer)
+    records = sum(
+        max(0, end - max(begin, processed.get(partition, begin)))
+        for partition, (begin, end) in tweets.items()
+    )
+    batch_up_to = None if cutoff is None else datetime.combine(cutoff, time(), INGEST_DAY_ZONE)
+    reflected = max((t for t in (processed_up_to, batch_up_to) if t is not None), default=None)
+    seconds = None
+    if now is not None and reflected is not None:
+        seconds = max(0.0, (now - reflected).total_seconds())
+    return Lag(records=records, seconds=seconds, now=now, reflected=reflected)
+
+
+def _newest_before(
+    settings: Settings,
+    tweets: dict[str, tuple[int, int]],
+    offsets: dict[str, int],
+    consumer: KafkaConsumer,
+) -> datetime | None:
+    """The newest ingest time of the records just before ``offsets`` ({partition: offset}).
+
+    One record per partition, the one at ``offset - 1``: ingest times only grow along a
+    partition (the replay's clock and a live stream's both move forward). A timestamp no
+    tweet can have (``contract.ingest_time``) is no time to measure from: skipped.
+    """
+    newest = None
+    for partition, offset in offsets.items():
+        begin = tweets[partition][0] if partition in tweets else 0
+        start = max(begin, offset - 1)
+        last = kafka_io.read_range(
+            settings, settings.topic, int(partition), start, offset, consumer=consumer
+        )
+        for record in last:
+            moment = ingest_time(record.timestamp)
+            if moment is not None and (newest is None or moment > newest):
+                newest = moment
+    return newest
 
 
 def status(settings: Settings | None = None) -> dict[str, Any]:
@@ -94,7 +186,7 @@ def _figures(settings: Settings) -> dict[str, Any]:
     )
 
     speed = speed_figures(settings)
-    processed = speed.pop("end_offsets")
+    lag = serving_lag(settings, tweets=tweets)
     return {
         "kafka": {
             "records": sum(end - begin for begin, end in tweets.values()),
@@ -112,23 +204,25 @@ def _figures(settings: Settings) -> dict[str, Any]:
         },
         "speed": {
             **speed,
-            # Kafka is read first: a query still running may be ahead of `end` by now.
-            "lag_records": sum(
-                max(0, end - max(begin, processed.get(partition, begin)))
-                for partition, (begin, end) in tweets.items()
-            ),
+            "lag_records": lag.records,
+            "lag_seconds": lag.seconds,
+            "newest_ingest": None if lag.reflected is None else format_utc(lag.reflected),
+            "newest_in_kafka": None if lag.now is None else format_utc(lag.now),
         },
         "serving": {"tweets": int(serving_tweets), "locations": int(serving_locations)},
     }
 
 
 def render(figures: dict[str, Any]) -> str:
-    """The figures in words, one line per layer, in the order the data flows."""
+    """The figures in words, one line per layer (two for the speed layer and its lag), in the
+    order the data flows."""
     kafka, archive, wh = figures["kafka"], figures["archive"], figures["warehouse"]
     batch, speed, serving = figures["batch"], figures["speed"], figures["serving"]
     days = ", ".join(speed["days"]) or "none"
     state = "no query has run" if speed["state_rows"] is None else f"{speed['state_rows']:,}"
     cutoff = batch["cutoff"] or "no batch run yet"
+    # Seconds of stream time: under a replay, simulated seconds.
+    behind = "? s" if speed["lag_seconds"] is None else f"{speed['lag_seconds']:,.1f} s"
     return "\n".join(
         [
             f"kafka      {kafka['records']:,} records in the topic, "
@@ -137,8 +231,10 @@ def render(figures: dict[str, Any]) -> str:
             f"warehouse  {wh['raw_rows']:,} raw rows from {wh['loaded_objects']:,} objects",
             f"batch      cutoff {cutoff}: {batch['tweets']:,} tweets, "
             f"{batch['locations']:,} locations",
-            f"speed      days {days}; {speed['lag_records']:,} records behind; "
+            f"speed      days {days}; {speed['lag_records']:,} records and {behind} behind Kafka; "
             f"state rows {state}; watermark {speed['watermark'] or 'none'}",
+            f"           newest ingest time served {speed['newest_ingest'] or 'none'}, "
+            f"in Kafka {speed['newest_in_kafka'] or 'none'}",
             f"serving    {serving['tweets']:,} tweets, {serving['locations']:,} locations",
         ]
     )

@@ -6,7 +6,8 @@
    than real time, so three days pass in about two minutes;
 4. each time the simulated clock passes midnight, run the batch layer with that day as the
    cutoff: the batch view absorbs yesterday, and the speed layer forgets it - the hand-over
-   a learner should watch (the timeline records the speed layer's state rows and days);
+   a learner should watch (the timeline records the serving view's two parts, its lag, and
+   the speed layer's state rows and days; ``live=True`` draws it as it goes, in a notebook);
 5. let the speed layer catch up, print the top of the serving view, and run ``check``.
 
 Re-running is safe: the replay resumes (Kafka already has everything), the batch run is
@@ -35,6 +36,7 @@ from lambda_demo.serving import reads
 from lambda_demo.serving.check import CheckResult, check
 from lambda_demo.settings import Settings, get_settings
 from lambda_demo.status import speed_figures
+from lambda_demo.tutorial.live_view import LiveFigure, serving_sample
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,26 +63,12 @@ class DemoResult:
 def _sample(
     timeline: list[dict], clock: SimulatedClock, started: float, settings: Settings
 ) -> None:
-    """One timeline row: the serving totals split into batch and speed parts, freshness, and
-    how much the speed layer holds (Spark state rows, days in the speed view)."""
-    parts = reads.totals(settings)
+    """One timeline row: the live view's sample (the serving view's two parts and its lag),
+    and how much the speed layer holds (Spark state rows, days in the speed view)."""
+    row = serving_sample(settings, clock=clock, started=started)
     held = speed_figures(settings)
-    staleness = warehouse.fetch_frame(
-        "SELECT EXTRACT(EPOCH FROM now() - MAX(committed_at)) AS age FROM speed_deployments "
-        "WHERE serving",
-        settings=settings,
-    )["age"].iloc[0]
     timeline.append(
-        {
-            "wall_seconds": round(time.monotonic() - started, 1),
-            "simulated_time": clock.now,
-            "batch_tweets": int(parts.loc["batch", "tweet_count"]),
-            "speed_tweets": int(parts.loc["speed", "tweet_count"]),
-            "cutoff": reads.batch_cutoff(settings),
-            "speed_view_age_seconds": float(staleness) if staleness is not None else None,
-            "speed_state_rows": held["state_rows"],
-            "speed_days": len(held["days"]),
-        }
+        {**row, "speed_state_rows": held["state_rows"], "speed_days": len(held["days"])}
     )
 
 
@@ -91,8 +79,12 @@ def run_demo(
     files: list[Path] | None = None,
     progress: bool = True,
     sample_every_seconds: float = 2.0,
+    live: bool = False,
 ) -> DemoResult:
-    """Run the loop and return what happened (the CLI prints it; notebook 05 plots it)."""
+    """Run the loop and return what happened (the CLI prints it; notebook 05 plots it).
+
+    ``live`` redraws the timeline as a `live_view.LiveFigure` at each sample (in a notebook).
+    """
     import pandas as pd
 
     settings = settings or get_settings()
@@ -121,6 +113,13 @@ def run_demo(
     player = threading.Thread(target=play, name="replay", daemon=True)
     batches: list[BatchSummary] = []
     timeline: list[dict] = []
+    figure = LiveFigure(speedup=speedup) if live else None
+
+    def sample() -> None:
+        _sample(timeline, clock, started, settings)
+        if figure is not None:
+            figure.show(pd.DataFrame(timeline))
+
     covered: date | None = None  # the day the batch view covers up to (exclusive)
 
     def batch_if_new_day(now: datetime | None) -> None:
@@ -149,7 +148,7 @@ def run_demo(
             player.join(timeout=0.5)
             batch_if_new_day(clock.now)
             if time.monotonic() >= next_sample:
-                _sample(timeline, clock, started, settings)
+                sample()
                 next_sample = time.monotonic() + sample_every_seconds
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
@@ -157,9 +156,9 @@ def run_demo(
         say("replay finished; letting the speed layer catch up...")
         for query in queries:
             query.processAllAvailable()
-        _sample(timeline, clock, started, settings)
     finally:
         stop_queries(queries, settings)
+    sample()  # after stop_queries recorded the last progress: the final lag
     result = check(settings)
     top = reads.top(10, settings=settings)
     seconds = time.monotonic() - started

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import defaultdict
-from datetime import date
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import all_records, run_cli
+from helpers import DAY0, Delivery, all_records, produce, run_cli, tweet, wait_until
 
-from lambda_demo.ingestion.clock import from_millis
+from lambda_demo.ingestion.clock import format_utc, from_millis
 from lambda_demo.settings import Settings
+from lambda_demo.speed.run import start_queries, stop_queries
+from lambda_demo.status import status
+from lambda_demo.tutorial.live_view import serving_sample, watch
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +80,10 @@ def test_status_shows_the_hand_over_with_exact_figures(
     assert speed["days"] == sorted({day.isoformat() for day, _ in first.values() if day >= d2})
     assert all(day >= d2.isoformat() for day in speed["days"])
     assert speed["lag_records"] == 0
+    # Caught up: the newest record in Kafka is the newest the view reflects, 0 s behind.
+    newest = format_utc(max(from_millis(r.timestamp) for r in deliveries))
+    assert speed["newest_in_kafka"] == speed["newest_ingest"] == newest
+    assert speed["lag_seconds"] == 0
     assert speed["late_rows"] == 0
     assert isinstance(speed["state_rows"], int) and speed["state_rows"] > 0
     assert figures["serving"] == {
@@ -97,7 +106,8 @@ def test_status_shows_the_hand_over_with_exact_figures(
 
     words = _cli(cli_env, "status").stdout
     assert f"cutoff {d2.isoformat()}" in words
-    assert "0 records behind" in words
+    assert "0 records and 0.0 s behind Kafka" in words
+    assert f"newest ingest time served {newest}, in Kafka {newest}" in words
 
     # The cutoff never moves back: refused in words, before any work, and nothing changes.
     back = run_cli(cli_env, "batch", "--cutoff", d1.isoformat())
@@ -115,4 +125,64 @@ def test_status_before_any_run_says_so(settings: Settings, cli_env: dict[str, st
     assert figures["batch"] == {"cutoff": None, "tweets": 0, "locations": 0}
     assert figures["speed"]["state_rows"] is None
     assert figures["speed"]["days"] == []
+    assert figures["speed"]["lag_seconds"] is None  # an empty topic has no "now"
+    assert figures["speed"]["newest_ingest"] is None
     assert "no batch run yet" in _cli(cli_env, "status").stdout
+
+
+def _london(first_id: int, start, n: int) -> list[Delivery]:
+    """n tweets a minute apart, ids consecutive so that every partition gets some."""
+    return [Delivery(start + timedelta(minutes=i), tweet(first_id + i, "London")) for i in range(n)]
+
+
+def test_lag_is_zero_once_caught_up_and_grows_while_the_speed_layer_is_stopped(
+    settings: Settings, spark
+) -> None:
+    """Records behind from Kafka offsets, seconds behind from ingest times, as they change."""
+    first = _london(1, DAY0 + timedelta(hours=10), 30)
+    produce(settings, first)
+    queries = start_queries(settings)
+    try:
+        # The running query catches up; its listener records the progress that says so.
+        speed = wait_until(
+            lambda: (s := status(settings)["speed"])["lag_records"] == 0 and s,
+            120,
+            "the speed layer to catch up",
+        )
+    finally:
+        stop_queries(queries, settings)
+    assert speed["lag_seconds"] == 0
+    assert speed["newest_ingest"] == speed["newest_in_kafka"] == format_utc(first[-1].ts)
+
+    # Stopped, while records arrive: behind by exactly those records and their time span.
+    later = _london(100, DAY0 + timedelta(hours=14), 12)
+    produce(settings, later)
+    speed = status(settings)["speed"]
+    assert speed["lag_records"] == len(later)
+    assert speed["lag_seconds"] == (later[-1].ts - first[-1].ts).total_seconds()
+    assert speed["newest_ingest"] == format_utc(first[-1].ts)
+    assert speed["newest_in_kafka"] == format_utc(later[-1].ts)
+    # The live view's sampler reads the same figures (no clock: stream seconds are wall ones).
+    sample = serving_sample(settings, started=time.monotonic())
+    assert (sample["lag_records"], sample["lag_simulated_seconds"]) == (
+        len(later),
+        speed["lag_seconds"],
+    )
+    assert sample["lag_wall_seconds"] == speed["lag_seconds"]
+
+    def catch_up() -> None:
+        queries = start_queries(settings, once=True)
+        try:
+            for query in queries:
+                query.awaitTermination()
+        finally:
+            stop_queries(queries, settings)  # records the last progress before returning
+
+    # The live view watches the restarted speed layer; its last sample is the final state.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        samples = watch(pool.submit(catch_up), settings, every_seconds=0.2)
+    last = samples.iloc[-1]
+    assert (last["lag_records"], last["lag_simulated_seconds"]) == (0, 0)
+    assert last["speed_tweets"] == len(first) + len(later)
+    assert last["batch_tweets"] == 0
+    assert status(settings)["speed"]["newest_ingest"] == format_utc(later[-1].ts)

@@ -354,7 +354,7 @@ def late_data_figure(frame: pd.DataFrame) -> Figure:
     midnight = lowest.ceil("D")
     while midnight < highest:
         ax.axhline(midnight, color="grey", linestyle="--", linewidth=1)
-        label = f"midnight, {midnight:%d %b}"
+        label = f"midnight, {midnight.date().isoformat()}"
         ax.text(steps[-1] + 0.95, midnight, label, ha="right", va="bottom", color="grey")
         midnight += pd.Timedelta(days=1)
     for fate, group in frame.groupby("fate", sort=False):

@@ -503,6 +503,9 @@ SECOND_COPIES = {
     "strftime": re.compile(r"strftime\(|\{[^{}]*:%[YmdHMS]"),
 }
 DEFINED_IN = {"kafka reader": "clients/kafka_io.py"}
+# The graded exercises' reference answers and hints state the rules the way a learner writes
+# them, in SQL; the grader checks every answer against the contract's own definitions.
+WRITTEN_FOR_LEARNERS = {"tutorial/grading.py": {"dedup order", "cutoff split"}}
 
 
 def test_no_module_restates_a_shared_rule() -> None:
@@ -512,6 +515,8 @@ def test_no_module_restates_a_shared_rule() -> None:
         text = path.read_text()
         for rule, pattern in SECOND_COPIES.items():
             if DEFINED_IN.get(rule) == name or NOT_YET_FOLDED.get(name) == rule:
+                continue
+            if rule in WRITTEN_FOR_LEARNERS.get(name, set()):
                 continue
             found += [f"{name}: {rule}: {m.group(0)!r}" for m in pattern.finditer(text)]
     assert found == []

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lambda_demo.clients import warehouse
@@ -200,6 +200,33 @@ def _query_error(query: StreamingQuery) -> Exception | None:
     return error
 
 
+@contextlib.contextmanager
+def _interruptions_logged_quietly() -> Iterator[None]:
+    """While queries are stopped on purpose, py4j's reports of the work that stopped are DEBUG.
+
+    ``StreamingQuery.stop`` interrupts a running micro-batch: the JVM side raises
+    ``InterruptedException`` and the Python side of the sink (``foreachBatch``) may fail in
+    the middle of a call. py4j logs each as an ERROR with a Java stack trace or a Python
+    traceback. The interruption is harmless (Spark never marks that micro-batch done, and the
+    sink makes its re-run safe), so these go to the log at DEBUG instead of burying a notebook.
+    """
+    loggers = [logging.getLogger(name) for name in ("py4j.clientserver", "py4j.java_gateway")]
+
+    def demote(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+    for log in loggers:
+        log.addFilter(demote)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(demote)
+
+
 def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None) -> None:
     """Stop the queries and record the view query's progress reports.
 
@@ -208,9 +235,10 @@ def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None
     processed, and a report the listener had not reached yet is not skipped.
     """
     settings = settings or get_settings()
-    for query in queries:
-        if query.isActive:
-            query.stop()
+    with _interruptions_logged_quietly():
+        for query in queries:
+            if query.isActive:
+                query.stop()
     if queries[0].exception() is None:
         for report in queries[0].recentProgress:
             record_progress(settings, json.loads(report.json))

@@ -9,7 +9,6 @@ for real, one step per cell, and shows that the serving view is still exact afte
 
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
 import time
@@ -180,7 +179,7 @@ class BreakAndHeal:
 
     def stop_speed_layer(self) -> dict[str, Any]:
         """Stop both streaming queries mid-replay, as an operator (or a redeploy) would."""
-        self._stop_speed_queries()
+        stop_queries(self.queries, self.settings)
         return self.snapshot("speed layer stopped")
 
     def await_backlog(self, records: int) -> dict[str, Any]:
@@ -231,7 +230,7 @@ class BreakAndHeal:
 
     def verify(self) -> dict[str, Any]:
         """Stop the speed layer, then compare the serving view with Kafka and with the file."""
-        self._stop_speed_queries()
+        stop_queries(self.queries, self.settings)
         result = check(self.settings)
         row = self.snapshot("speed layer stopped, check")
         return {
@@ -239,22 +238,6 @@ class BreakAndHeal:
             "serving tweets": row["serving tweets"],
             "valid tweets in the file": valid_tweets_in(self.sample),
         }
-
-    def _stop_speed_queries(self) -> None:
-        """Stop the queries now, even in the middle of a micro-batch (that is the fault).
-
-        The interrupted micro-batch is harmless: Spark never marks it done, so the restart
-        runs it again, and the sink makes that safe (its transaction either never committed,
-        or committed the batch id it then skips). py4j would still log the interruption as an
-        error with a Java stack trace, burying the notebook's output, so that one message is
-        left out; any other error is shown.
-        """
-        log = logging.getLogger("py4j.clientserver")
-        log.addFilter(_not_an_interruption)
-        try:
-            stop_queries(self.queries, self.settings)
-        finally:
-            log.removeFilter(_not_an_interruption)
 
     def _await(self, done: Callable[[dict[str, Any]], bool], what: str) -> None:
         """Poll ``status`` until ``done(figures)`` holds (observable state, never a sleep)."""
@@ -264,12 +247,6 @@ class BreakAndHeal:
             what,
             hint="`lambda-demo status` shows where the data is.",
         )
-
-
-def _not_an_interruption(record: logging.LogRecord) -> bool:
-    """False for py4j's report of a Spark job interrupted by ``StreamingQuery.stop``."""
-    error = record.exc_info[1] if record.exc_info else None
-    return "java.lang.InterruptedException" not in str(error)
 
 
 def _counts(counts: IngestCounts) -> dict[str, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from lambda_demo.errors import StackError
 from lambda_demo.ingestion.replay import read_lines
 from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
-from lambda_demo.speed.run import stop_queries
-from lambda_demo.tutorial.recovery import BreakAndHeal, _not_an_interruption
+from lambda_demo.speed.run import _interruptions_logged_quietly, stop_queries
+from lambda_demo.tutorial.recovery import BreakAndHeal
 
 
 def _services_up(settings: Settings) -> dict[str, tuple[bool, str]]:
@@ -136,18 +135,19 @@ def test_stop_service_names_the_services_when_the_name_is_unknown(tmp_path: Path
         stack.stop_service("zookeeper", Settings(home=tmp_path))
 
 
-def _py4j_report(error: Exception) -> logging.LogRecord:
-    try:
-        raise error
-    except Exception:
-        exc_info = sys.exc_info()
-    return logging.LogRecord("py4j.clientserver", logging.ERROR, "", 0, "proxy", (), exc_info)
+def test_py4j_errors_while_queries_stop_on_purpose_go_to_the_log_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    py4j = logging.getLogger("py4j.clientserver")
+    caplog.set_level(logging.ERROR, logger="py4j.clientserver")
+    with _interruptions_logged_quietly():
+        py4j.error("proxy failed: java.lang.InterruptedException")
+    assert caplog.records == []  # below the logger's level once demoted
+    py4j.error("a real error, outside a stop")
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
 
-
-def test_only_the_interruption_of_a_stopped_query_is_left_out_of_the_log() -> None:
-    interrupted = RuntimeError(
-        "An error occurred while calling o763.collectToPython.\n: java.lang.InterruptedException"
-    )
-    assert not _not_an_interruption(_py4j_report(interrupted))
-    assert _not_an_interruption(_py4j_report(RuntimeError("division by zero")))
-    assert _not_an_interruption(logging.LogRecord("py4j", logging.ERROR, "", 0, "x", (), None))
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="py4j.clientserver")  # e.g. the CLI's log file
+    with _interruptions_logged_quietly():
+        py4j.error("proxy failed: java.lang.InterruptedException")
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]

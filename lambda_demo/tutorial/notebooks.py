@@ -72,6 +72,10 @@ class NotebookInfo:
     title: str
     purpose: str
     part: str
+    needs: str = "-"
+    """What to have done first, from the notebook's metadata (``lambda_demo.needs``)."""
+    minutes: int | None = None
+    """Time to read it and do its exercises (``lambda_demo.minutes``), not its run time."""
 
     @property
     def short_title(self) -> str:
@@ -122,8 +126,16 @@ def describe(path: Path) -> NotebookInfo:
         if found:
             part = found.group(1)
             break
-    number = path.name[:2]
-    return NotebookInfo(path=path, number=number, title=title, purpose=purpose, part=part)
+    course = nb.metadata.get(NAV_METADATA_KEY, {})
+    return NotebookInfo(
+        path=path,
+        number=path.name[:2],
+        title=title,
+        purpose=purpose,
+        part=part,
+        needs=course.get("needs", "-"),
+        minutes=course.get("minutes"),
+    )
 
 
 def _nav_cell(source: str) -> nbformat.NotebookNode:
@@ -182,20 +194,24 @@ def contents_page(infos: list[NotebookInfo], solutions: list[Path]) -> str:
     lines = [
         "# Notebooks: the Lambda Architecture, step by step",
         "",
-        "Run them in order; each one starts the embedded stack if needed and runs top to bottom",
-        "in a fresh kernel (`.venv/bin/jupyter lab notebooks/`). The committed outputs come from",
-        "one clean run of `make notebooks`. Each notebook ends with exercises; their solutions,",
-        "which finish in `assert`s, are in [`solutions/`](solutions/).",
+        "Each one starts the embedded stack if needed and runs top to bottom in a fresh kernel",
+        "(`.venv/bin/jupyter lab notebooks/`). The committed outputs come from one clean run of",
+        "`make notebooks`. Each notebook ends with exercises; their solutions, which finish in",
+        '`assert`s, are in [`solutions/`](solutions/). "You need" is what to have *read*',
+        'first (the notebooks do not need each other\'s data); "time" is for reading and the',
+        "exercises, not the run time. The words they use are in the [glossary](GLOSSARY.md).",
         "",
-        "| # | notebook | what it is about | architecture | solutions |",
-        "|---|---|---|---|---|",
+        "| # | notebook | what it is about | architecture | you need | time | solutions |",
+        "|---|---|---|---|---|---|---|",
     ]
     for info in infos:
         solution = solved.get(info.number)
         solution_link = f"[{solution.name}](solutions/{solution.name})" if solution else "-"
+        minutes = f"{info.minutes} min" if info.minutes else "-"
         lines.append(
             f"| {info.number} | [{info.title}]({info.path.name}) | {info.purpose} | "
-            f"{_PART_NAMES.get(info.part, info.part)} | {solution_link} |"
+            f"{_PART_NAMES.get(info.part, info.part)} | {info.needs} | {minutes} | "
+            f"{solution_link} |"
         )
     lines += [
         "",

@@ -34,3 +34,16 @@ def test_no_notebook_prints_source_instead_of_running_it(path: Path) -> None:
 def test_the_glossary_links_back_to_the_contents() -> None:
     glossary = notebooks.NOTEBOOKS_DIR / notebooks.GLOSSARY
     assert "](README.md)" in glossary.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", notebooks.numbered_notebooks(), ids=lambda p: p.name)
+def test_each_notebook_says_what_to_read_first_and_how_long_it_takes(path: Path) -> None:
+    info = notebooks.describe(path)
+    assert info.needs != "-" and info.minutes is not None and 10 <= info.minutes <= 120
+
+
+def test_the_contents_page_is_the_one_nav_generates() -> None:
+    infos = [notebooks.describe(path) for path in notebooks.numbered_notebooks()]
+    expected = notebooks.contents_page(infos, notebooks.solution_notebooks())
+    readme = notebooks.NOTEBOOKS_DIR / "README.md"
+    assert readme.read_text(encoding="utf-8") == expected, "run the notebooks' `nav` command"

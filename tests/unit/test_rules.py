@@ -505,7 +505,10 @@ SECOND_COPIES = {
 DEFINED_IN = {"kafka reader": "clients/kafka_io.py"}
 # The graded exercises' reference answers and hints state the rules the way a learner writes
 # them, in SQL; the grader checks every answer against the contract's own definitions.
-WRITTEN_FOR_LEARNERS = {"tutorial/grading.py": {"dedup order", "cutoff split"}}
+WRITTEN_FOR_LEARNERS = {
+    f"tutorial/grading/{name}.py": {"dedup order", "cutoff split"}
+    for name in ("dedup_then_cut", "serving_merge")
+}
 
 
 def test_no_module_restates_a_shared_rule() -> None:

@@ -822,3 +822,23 @@ def test_docker_profile_refuses_to_run_without_credentials() -> None:
     """Missing keys would make boto3 fall back to ~/.aws and send real keys to MinIO."""
     with pytest.raises(SettingsError, match="LAMBDA_DEMO_S3_ACCESS_KEY"):
         Settings(profile="docker", _env_file=None).endpoints()
+
+
+def test_the_build_context_holds_only_what_the_dockerfile_copies() -> None:
+    """The build context is the repository root: without an allow-list, a local .venv and
+    .lambda-demo's data would be sent to the builder on every build."""
+    ignore = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    dockerfile = DOCKERFILE.read_text()
+    copied = {
+        source.rstrip("/")
+        for line in dockerfile.splitlines()
+        if line.startswith(("COPY ", "ADD "))
+        for source in shlex.split(line)[1:-1]
+        if not source.startswith("--")
+    }
+    assert ignore[0] == "*"
+    assert copied and copied == {line[1:].rstrip("/") for line in ignore if line.startswith("!")}

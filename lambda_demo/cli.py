@@ -176,7 +176,7 @@ def _status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from lambda_demo.tutorial.demo import run_demo
 
-    result = run_demo(speedup=args.speedup)
+    result = run_demo(speedup=args.speedup) if args.speedup else run_demo()
     return 0 if result.check.ok else 1
 
 
@@ -344,8 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--speedup",
         type=_number(minimum=0, inclusive=False),
-        default=2400.0,
-        help="simulated seconds per second",
+        help="simulated seconds per second (default: a simulated day in 10 s)",
     )
     dm.set_defaults(handler=_demo)
 

@@ -327,6 +327,8 @@ def simulated_clock(
     """
     import matplotlib.pyplot as plt
 
+    from lambda_demo.ingestion.clock import format_utc
+
     seconds_per_day = 86_400 / speedup
     end = days * seconds_per_day
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -339,7 +341,7 @@ def simulated_clock(
         ax.text(
             wall,
             day * 24,
-            f"{midnight:%d %b} 00:00 = {wall:.0f} s ",
+            f"{midnight.date().isoformat()} 00:00 = {wall:.0f} s ",
             fontsize=8,
             ha="right",
             va="bottom",
@@ -348,10 +350,15 @@ def simulated_clock(
             ran = wall + grace.total_seconds() / speedup
             ax.axvline(ran, color="black", linestyle="--", linewidth=1)
             ax.text(
-                ran, 2, f" batch run, D = {midnight:%d %b}", rotation=90, fontsize=8, va="bottom"
+                ran,
+                2,
+                f" batch run, D = {midnight.date().isoformat()}",
+                rotation=90,
+                fontsize=8,
+                va="bottom",
             )
     ax.set_xlabel(f"wall-clock seconds (speedup {speedup:,.0f}: a day = {seconds_per_day:.0f} s)")
-    ax.set_ylabel(f"simulated hours after {start:%d %b %H:%M}")
+    ax.set_ylabel(f"simulated hours after {format_utc(start)[:16]}")
     ax.set_xlim(0, end * 1.02)
     ax.set_ylim(0, days * 24 + 2)
     ax.set_title("Wall clock vs simulated clock: the replay runs the stream's own time faster")

@@ -24,6 +24,7 @@ import pandas as pd
 from lambda_demo import contract, view
 from lambda_demo.batch.run import run_batch
 from lambda_demo.contract import FlatTweet, parse_api_tweet
+from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.ingestion.replay import replay
 from lambda_demo.serving import reads
 from lambda_demo.settings import Settings
@@ -56,7 +57,7 @@ def _api_line(tweet_id: int, hours: int, location: str, text: str, tags: tuple[s
     data = {
         "id": str(1000 + tweet_id),
         "text": text,
-        "created_at": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "created_at": format_utc(created),
         "author_id": "7",
         "lang": "en",
         "edit_history_tweet_ids": [str(1000 + tweet_id)],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -219,7 +219,12 @@ def _measure_added(measure: view.Measure, field: Callable[[FlatTweet], int]) -> 
     """
     from pyspark import cloudpickle
 
-    added = measure.reads is not None and not hasattr(FlatTweet, measure.reads)
+    known = {f.name for f in fields(FlatTweet)}  # dataclass fields are no class attributes
+    added = (
+        measure.reads is not None
+        and measure.reads not in known
+        and not hasattr(FlatTweet, measure.reads)
+    )
     if added:
         setattr(FlatTweet, measure.reads, property(field))
     released = view.MEASURES

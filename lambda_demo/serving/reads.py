@@ -96,3 +96,49 @@ def batch_cutoff(settings: Settings | None = None) -> str | None:
     """The current batch view's cutoff day D (ISO date), or None before the first batch run."""
     frame = warehouse.fetch_frame("SELECT cutoff_day FROM batch_meta", settings=settings)
     return None if frame.empty else frame["cutoff_day"].iloc[0].isoformat()
+
+
+# --- The serving union at D, one step at a time (notebook 04) ---------------------------------
+# Each step reads the warehouse's own views, so the rule that splits the days at the cutoff is
+# the one serving applies (`contract.sql_batch_days`, rendered in ``warehouse.views_ddl``).
+
+
+def batch_part(settings: Settings | None = None) -> pd.DataFrame:
+    """Step 1: the published batch run's rows (``batch_serving``), one per location: days < D."""
+    measures = ", ".join(view.MEASURE_NAMES)
+    query = f"SELECT run_id, location, {measures} FROM batch_serving ORDER BY location"
+    return _typed(warehouse.fetch_frame(query, settings=settings))
+
+
+def speed_part(settings: Settings | None = None) -> pd.DataFrame:
+    """Step 2: the serving deployment's rows from D on (``speed_serving``), one per day and
+    location, not summed yet."""
+    measures = ", ".join(view.MEASURE_NAMES)
+    query = (
+        f"SELECT deployment, ingest_day, location, {measures} FROM speed_serving "
+        "ORDER BY ingest_day, location"
+    )
+    return _typed(warehouse.fetch_frame(query, settings=settings))
+
+
+def union_of_parts(settings: Settings | None = None) -> pd.DataFrame:
+    """Step 3: both parts stacked (``UNION ALL``), in one snapshot, with the part each row
+    came from: a location can appear several times, once per part and speed day."""
+    measures = ", ".join(view.MEASURE_NAMES)
+    query = f"""
+        SELECT 'batch' AS part, location, {measures} FROM batch_serving
+        UNION ALL
+        SELECT 'speed' AS part, location, {measures} FROM speed_serving
+        ORDER BY location, part
+    """
+    return _typed(warehouse.fetch_frame(query, settings=settings))
+
+
+def sum_per_location(union: pd.DataFrame) -> pd.DataFrame:
+    """Step 4: every measure summed per location, as ``serving_view``'s ``GROUP BY`` does.
+
+    Adding is right only because every measure of the view is additive (notebook 04 says
+    which measures are not, and what to keep instead).
+    """
+    summed = union.groupby(view.KEY, sort=True)[list(view.MEASURE_NAMES)].sum()
+    return summed.astype("int64").reset_index()

@@ -55,9 +55,9 @@ def setup_notebook() -> None:
     pd.set_option("display.max_colwidth", 60)
     plt.rcParams["figure.figsize"] = (10, 4)
     plt.rcParams["figure.dpi"] = 90
-    # Locations are free text in many scripts: fall back to CJK fonts where installed, and
-    # do not warn (with a local path) about glyphs no installed font has, such as emoji.
-    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC"]
+    # Locations are free text in many scripts: matplotlib falls back, glyph by glyph, along
+    # this list (see GLYPH_FONTS); a glyph no installed font has is drawn as an empty box.
+    plt.rcParams["font.family"] = ["DejaVu Sans", *installed_glyph_fonts()]
     warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     warnings.filterwarnings("ignore", message="findfont: Font family")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -71,6 +71,27 @@ def setup_notebook() -> None:
     # tqdm.auto (imported by the replay and check modules) asks for ipywidgets in a notebook;
     # the notebooks pass progress=False everywhere, so plain outputs need no widget.
     warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+GLYPH_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "IPAexGothic", "Noto Emoji", "Symbola")
+"""Fonts for the glyphs DejaVu Sans lacks (CJK, emoji), in the order matplotlib tries them.
+
+Any one of them is enough for its script: the Noto CJK fonts (Debian ``fonts-noto-cjk``, or
+the OS's own), IPAexGothic (``pip install matplotlib-fontja``, Japanese kanji and kana),
+Noto Emoji or Symbola (``fonts-symbola``: monochrome emoji; matplotlib cannot draw colour
+emoji fonts). Without them a location such as "東京" or "🌎" shows as boxes in figures;
+tables and text outputs are not affected.
+"""
+
+
+def installed_glyph_fonts() -> list[str]:
+    """The `GLYPH_FONTS` matplotlib can find here (a missing one would warn at every figure)."""
+    from matplotlib import font_manager
+
+    with contextlib.suppress(ImportError):  # registers IPAexGothic with matplotlib
+        import matplotlib_fontja  # noqa: F401
+    names = {font.name for font in font_manager.fontManager.ttflist}
+    return [name for name in GLYPH_FONTS if name in names]
 
 
 def relative(path: Path | str) -> str:

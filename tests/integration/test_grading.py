@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lambda_demo import view
 from lambda_demo.settings import Settings
 from lambda_demo.tutorial import grading
 
@@ -54,12 +55,34 @@ WRONG = {
         "followers_sum, likes_sum, retweets_sum FROM speed_view JOIN speed_deployments "
         "USING (deployment) WHERE serving AND ingest_day >= '2026-11-03'",
     ],
+    "05.1": [
+        # The likes, not the hashtags: a field that exists already is summed as it is.
+        (view.Measure("hashtags_sum", reads="like_count"), lambda tweet: len(tweet.hashtags)),
+        # Hashtags without repeats: London's "#Spark, then #Spark again" has two.
+        (view.Measure("hashtags_sum", reads="tag_set"), lambda tweet: len(set(tweet.hashtags))),
+    ],
+    "06.1": [
+        # The batch part alone.
+        "SELECT location, CAST(followers_sum AS NUMERIC) / tweet_count AS followers_per_tweet, "
+        "(SELECT COUNT(DISTINCT author_id) FROM batch_authors a WHERE a.location = b.location) "
+        "AS authors FROM batch_serving b",
+        # Every author of every location, not each location's own.
+        "SELECT location, CAST(SUM(followers_sum) AS NUMERIC) / SUM(tweet_count) AS "
+        "followers_per_tweet, (SELECT COUNT(*) FROM (SELECT author_id FROM batch_authors UNION "
+        "SELECT author_id FROM speed_authors) AS everyone) AS authors FROM (SELECT location, "
+        "tweet_count, followers_sum FROM batch_serving UNION ALL SELECT location, tweet_count, "
+        "followers_sum FROM speed_serving) AS parts GROUP BY location",
+    ],
 }
 
 
-@pytest.mark.parametrize(("exercise", "answer"), [(e, a) for e, ans in WRONG.items() for a in ans])
+@pytest.mark.parametrize(
+    ("exercise", "answer"),
+    [(e, a) for e, ans in WRONG.items() for a in ans],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 8 else None,
+)
 def test_other_wrong_answers_fail_naming_a_location(
-    settings: Settings, exercise: str, answer: str
+    settings: Settings, exercise: str, answer: object
 ) -> None:
     result = grading.grade(exercise, answer, settings=settings)
     assert result.passed is False
@@ -95,3 +118,20 @@ def test_a_missing_column_is_named(settings: Settings) -> None:
 def test_an_unknown_exercise_lists_the_graded_ones() -> None:
     with pytest.raises(KeyError, match=r"02\.1"):
         grading.grade("99.9", "SELECT 1")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "not a pair",
+        (view.Measure("tweet_count"), len),
+        (view.Measure("hashtags_sum", reads="hashtag_count"), lambda tweet: tweet.no_such_field),
+        (view.Measure("hashtags_sum", reads="hashtag_count"), lambda tweet: "3"),
+    ],
+)
+def test_a_new_measure_that_cannot_run_is_feedback_before_any_spark_run(
+    settings: Settings, answer: object
+) -> None:
+    result = grading.grade("05.1", answer, settings=settings)
+    assert result.passed is False
+    assert not result.feedback.startswith("location")

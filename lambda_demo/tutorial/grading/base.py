@@ -73,6 +73,14 @@ class Exercise(ABC):
     def difference(self, expected: Any, got: Any) -> str | None:
         """The first difference in words, or None when there is none."""
 
+    def mistake_outcome(self, mistake: Mistake, scenario: Any) -> Any:
+        """What a known mistake produces on the scenario: by default, run like an answer.
+
+        An exercise whose answers take a whole pipeline run may predict it instead, from the
+        same independent computation as ``expected``, to keep grading quick.
+        """
+        return self.outcome(mistake.answer, scenario)
+
     def grade(self, answer: Any, settings: Settings) -> Result:
         """Run the answer, compare, and name the known mistake it makes, if any."""
         if unattempted(answer):
@@ -86,7 +94,7 @@ class Exercise(ABC):
         if problem is None:
             return Result(self.id, True, "right on every case of the scenario.")
         for mistake in self.mistakes:
-            if self.difference(self.outcome(mistake.answer, scenario), got) is None:
+            if self.difference(self.mistake_outcome(mistake, scenario), got) is None:
                 return Result(self.id, False, f"{problem}. Hint: {mistake.hint}")
         return Result(self.id, False, problem)
 

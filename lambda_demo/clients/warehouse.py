@@ -318,6 +318,10 @@ def fetch_frame(
     return pd.DataFrame(rows, columns=columns)
 
 
+def create_schema_sql(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
 # Serialise concurrent ``ensure_schema`` calls until the transaction ends. On PostgreSQL an
 # advisory lock, which needs no table; Redshift has none, so it creates the schema and the
 # ``schema_version`` table if missing (each statement is safe to repeat) and locks that table.
@@ -326,7 +330,7 @@ def ddl_lock(dialect: Dialect, schema: str) -> list[sql.Composable]:
     if dialect == "postgres":
         return [sql.SQL("SELECT pg_advisory_xact_lock(hashtext('lambda_demo.ddl'))")]
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+        create_schema_sql(schema),
         sql.SQL(SCHEMA_VERSION_DDL[dialect]),
         sql.SQL("LOCK schema_version"),
     ]
@@ -341,13 +345,19 @@ WHERE table_schema = current_schema() AND table_name = 'schema_version'
 
 # A speed view from before speed deployments existed. The speed layer is disposable by
 # design, so an old one is dropped and rebuilt from Kafka rather than migrated.
-_OLD_SPEED_VIEW = """
+OLD_SPEED_VIEW = """
 SELECT 1 FROM information_schema.tables t
 WHERE t.table_schema = current_schema() AND t.table_name = 'speed_view'
   AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
                   WHERE c.table_schema = t.table_schema AND c.table_name = 'speed_view'
                     AND c.column_name = 'deployment')
 """
+DROP_OLD_SPEED_VIEW = "DROP TABLE IF EXISTS speed_view, speed_commits CASCADE"
+READ_FINGERPRINT = "SELECT fingerprint FROM schema_version"
+RECORD_FINGERPRINT = (
+    "DELETE FROM schema_version",
+    "INSERT INTO schema_version (fingerprint) VALUES (%(fingerprint)s)",
+)
 
 
 def ensure_schema(settings: Settings | None = None) -> None:
@@ -372,19 +382,15 @@ def ensure_schema(settings: Settings | None = None) -> None:
                 cur.execute(statement)
             if _schema_fingerprint(cur) == fingerprint:  # done meanwhile by another process
                 return
-            cur.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(settings.warehouse_schema)
-                )
-            )
-            cur.execute(_OLD_SPEED_VIEW)
+            cur.execute(create_schema_sql(settings.warehouse_schema))
+            cur.execute(OLD_SPEED_VIEW)
             if cur.fetchone():
-                cur.execute("DROP TABLE IF EXISTS speed_view, speed_commits CASCADE")
+                cur.execute(DROP_OLD_SPEED_VIEW)
             cur.execute(tables_ddl(dialect))
             _add_missing_columns(cur)
             cur.execute(views_ddl(dialect))
-            cur.execute("DELETE FROM schema_version")
-            cur.execute("INSERT INTO schema_version (fingerprint) VALUES (%s)", (fingerprint,))
+            for statement in RECORD_FINGERPRINT:
+                cur.execute(statement, {"fingerprint": fingerprint})
     finally:
         conn.close()
 
@@ -394,7 +400,7 @@ def _schema_fingerprint(cur: cursor) -> str | None:
     cur.execute(SCHEMA_VERSION_EXISTS)
     if not cur.fetchone()[0]:
         return None
-    cur.execute("SELECT fingerprint FROM schema_version")
+    cur.execute(READ_FINGERPRINT)
     row = cur.fetchone()
     return row[0] if row else None
 
@@ -530,10 +536,14 @@ def speed_upsert_sql(dialect: Dialect) -> list[str]:
     ]
 
 
+def speed_row_template() -> str:
+    """One speed row's values: deployment, ingest day and the view's columns."""
+    return "(" + ", ".join(["%s"] * (2 + len(view.COLUMNS))) + ")"
+
+
 def upsert_speed_rows(cur: cursor, rows: list[tuple]) -> None:
     """Write ``rows`` (see `speed_upsert_sql`) in the cursor's transaction."""
-    template = "(" + ", ".join(["%s"] * (2 + len(view.COLUMNS))) + ")"
-    _run(cur, speed_upsert_sql(dialect_of(cur)), rows, template)
+    _run(cur, speed_upsert_sql(dialect_of(cur)), rows, speed_row_template())
 
 
 _QUARANTINE_COLUMNS = "layer, kafka_partition, kafka_offset, ingest_ts, reason, raw_value"

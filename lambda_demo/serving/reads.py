@@ -50,25 +50,24 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _columns() -> sql.Composed:
-    return sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
-
-
 def serving_view_sql() -> sql.Composed:
     """Every location's row of ``serving_view``, by location."""
-    return sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(_columns())
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
+    return sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(columns)
 
 
 def top_sql(by: str) -> sql.Composed:
     """The rows with the largest ``by`` (a measure's name); parameter: how many."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
     return sql.SQL("SELECT {} FROM serving_view ORDER BY {} DESC, location LIMIT %s").format(
-        _columns(), sql.Identifier(by)
+        columns, sql.Identifier(by)
     )
 
 
 def location_sql() -> sql.Composed:
     """One location's row; parameter: the location."""
-    return sql.SQL("SELECT {} FROM serving_view WHERE location = %s").format(_columns())
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
+    return sql.SQL("SELECT {} FROM serving_view WHERE location = %s").format(columns)
 
 
 def totals_sql() -> str:

@@ -127,6 +127,7 @@ def sections(dialect: Dialect, settings: Settings | None = None) -> list[Section
                 ),
                 Statement("the tables", warehouse.tables_ddl(dialect)),
                 Statement("the columns the tables have", warehouse.COLUMNS_PRESENT),
+                Statement("does raw_tweets hold rows?", warehouse.RAW_HAS_ROWS),
                 Statement("raw_tweets lacks a field: reload it", warehouse.EMPTY_RAW[dialect]),
                 Statement("a column a new measure needs (example)", render(example_column)),
                 Statement("the serving views", warehouse.views_ddl(dialect)),

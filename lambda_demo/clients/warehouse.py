@@ -417,6 +417,7 @@ ADD_COLUMN: dict[Dialect, str] = {
     "postgres": "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
     "redshift": "ALTER TABLE {} ADD COLUMN {} {}",
 }
+RAW_HAS_ROWS = "SELECT COUNT(*) FROM (SELECT 1 FROM raw_tweets LIMIT 1) AS one_row"
 COLUMNS_PRESENT = (
     "SELECT table_name, column_name FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND table_name IN %s"
@@ -458,7 +459,7 @@ def _add_missing_columns(cur: cursor) -> None:
         for table, columns in wanted.items()
     }
     if missing["raw_tweets"]:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM raw_tweets)")
+        cur.execute(RAW_HAS_ROWS)
         if cur.fetchone()[0]:
             logger.warning(
                 "raw_tweets lacks %s: emptied, the next batch run reloads it from S3",

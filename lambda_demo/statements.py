@@ -49,7 +49,8 @@ class Section:
 
 def _rows(statements: list[str], template: str) -> list[str]:
     """``VALUES %s`` (psycopg2's ``execute_values``) shown with one row's placeholders."""
-    return [s.replace("VALUES %s", f"VALUES {template}") for s in statements]
+    # In these statements, ``VALUES %s`` holds the first parameter.
+    return [s.replace("%s", template, 1) if "VALUES %s" in s else s for s in statements]
 
 
 class _Recorder:

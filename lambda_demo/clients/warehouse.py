@@ -33,10 +33,9 @@ inserts under a lock, in one transaction (`upsert_speed_rows`, `insert_quarantin
 replaces a single row (``batch_meta``: DELETE + INSERT under `lock_speed_view`); the loader
 marks an object in ``loaded_objects`` in the transaction that copies its rows, under the
 batch run's lock; a speed micro-batch claims its id in ``speed_deployments`` under
-`lock_speed_view`, so a replayed micro-batch writes nothing twice. Redshift runs every
-transaction as SERIALIZABLE: where two transactions could still interleave in a way no serial
-order explains, it aborts one (error 1023) rather than commit it, and each writer here is
-safe to run again.
+`lock_speed_view`, so a replayed micro-batch writes nothing twice. Redshift's isolation
+(SERIALIZABLE or SNAPSHOT) ends one of two conflicting writers with an error rather than
+letting it wait, and each writer here is safe to run again.
 """
 
 from __future__ import annotations
@@ -488,10 +487,11 @@ def lock_speed_view(cur: cursor) -> None:
     On Redshift ``LOCK speed_view`` is the only mode there is, and readers wait for it too,
     for as long as the holder's transaction: a micro-batch's few statements, or the end of a
     batch run's publication (it locks after computing its view). Redshift gives each
-    transaction one snapshot, taken at its first statement: if a micro-batch commits between
-    a batch run's first statement and its lock, Redshift aborts the batch run (a serializable
-    isolation error) rather than let it delete speed rows it did not see, and the next batch
-    run publishes the same view.
+    transaction one snapshot, taken at its first statement, where PostgreSQL takes one per
+    statement: a micro-batch that commits between a batch run's first statement and its lock
+    is not seen by that run, so a speed row of a day the run absorbs may stay behind. It is
+    never served (``speed_serving`` reads only the days from the published cutoff on), and the
+    next batch run deletes it.
     """
     cur.execute(WORDS[dialect_of(cur)].lock_speed_view)
 

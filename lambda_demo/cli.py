@@ -12,6 +12,7 @@ Usage::
     lambda-demo query [--top N] [--by COLUMN] [--json]
     lambda-demo check [--json]
     lambda-demo status [--json]
+    lambda-demo sql [--dialect postgres|redshift]
     lambda-demo demo [--speedup X]
     lambda-demo prefetch
     lambda-demo doctor [--quick]
@@ -35,6 +36,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from lambda_demo.clients.dialect import DIALECTS
 from lambda_demo.errors import SparkQueryError, explain
 from lambda_demo.view import MEASURE_NAMES
 
@@ -170,6 +172,15 @@ def _status(args: argparse.Namespace) -> int:
 
     figures = status()
     print(json.dumps(figures) if args.json else render(figures))
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from lambda_demo.settings import get_settings
+    from lambda_demo.statements import render_sections, sections
+
+    dialect = args.dialect or get_settings().warehouse_dialect
+    print(render_sections(sections(dialect)), end="")
     return 0
 
 
@@ -339,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     stt = commands.add_parser("status", help="where the data is, layer by layer")
     stt.add_argument("--json", action="store_true", help="one JSON object, one key per layer")
     stt.set_defaults(handler=_status)
+
+    sq = commands.add_parser("sql", help="print every SQL statement the pipeline issues")
+    sq.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        help="the warehouse's SQL dialect (default: LAMBDA_DEMO_WAREHOUSE_DIALECT, or postgres)",
+    )
+    sq.set_defaults(handler=_sql)
 
     dm = commands.add_parser("demo", help="the whole Lambda loop over the sample's days")
     dm.add_argument(

@@ -42,6 +42,25 @@ def topic_offsets(
     return {str(partition): span for partition, span in offsets.items()}
 
 
+# The status queries (``lambda-demo sql`` prints them): plain SQL both dialects speak.
+SPEED_FIGURES = (
+    "SELECT d.deployment, d.state_rows, d.late_rows, d.watermark, s.ingest_day "
+    "FROM speed_deployments d "
+    "LEFT JOIN (SELECT DISTINCT ingest_day FROM speed_serving) s ON 1 = 1 "
+    "WHERE d.serving ORDER BY s.ingest_day"
+)
+SERVING_PROGRESS = (
+    "SELECT (SELECT end_offsets FROM speed_deployments WHERE serving), "
+    "(SELECT cutoff_day FROM batch_meta)"
+)
+WAREHOUSE_ROWS = "SELECT (SELECT COUNT(*) FROM raw_tweets), (SELECT COUNT(*) FROM loaded_objects)"
+BATCH_FIGURES = (
+    "SELECT (SELECT cutoff_day FROM batch_meta), "
+    "COALESCE(SUM(tweet_count), 0), COUNT(*) FROM batch_serving"
+)
+SERVING_FIGURES = "SELECT COALESCE(SUM(tweet_count), 0), COUNT(*) FROM serving_view"
+
+
 def _one(query: str, settings: Settings) -> tuple:
     """The single row of an aggregate query."""
     return next(warehouse.fetch_frame(query, settings=settings).itertuples(index=False))
@@ -51,19 +70,15 @@ def speed_figures(settings: Settings) -> dict[str, Any]:
     """The serving speed deployment: its days, state rows, late rows and watermark.
 
     The figures are None until the deployment has reported progress (no query has run yet).
+    One row per day the deployment serves (Redshift has no arrays), in one snapshot.
     """
-    frame = warehouse.fetch_frame(
-        "SELECT d.deployment, d.state_rows, d.late_rows, d.watermark, "
-        "ARRAY(SELECT DISTINCT ingest_day FROM speed_serving ORDER BY 1) AS days "
-        "FROM speed_deployments d WHERE d.serving",
-        settings=settings,
-    )
+    frame = warehouse.fetch_frame(SPEED_FIGURES, settings=settings)
     # None, not NaN/NaT, for what a deployment has not reported yet.
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     row = rows[0] if rows else dict.fromkeys(frame.columns)
     return {
         "deployment": row["deployment"],
-        "days": [day.isoformat() for day in row["days"] or []],
+        "days": [r["ingest_day"].isoformat() for r in rows if r["ingest_day"] is not None],
         "state_rows": None if row["state_rows"] is None else int(row["state_rows"]),
         "late_rows": None if row["late_rows"] is None else int(row["late_rows"]),
         "watermark": None if row["watermark"] is None else format_utc(row["watermark"]),
@@ -109,11 +124,7 @@ def serving_lag(settings: Settings, *, tweets: dict[str, tuple[int, int]] | None
     with contextlib.closing(consumer):
         if tweets is None:
             tweets = topic_offsets(settings, settings.topic, consumer=consumer)
-        end_offsets, cutoff = _one(
-            "SELECT (SELECT end_offsets FROM speed_deployments WHERE serving), "
-            "(SELECT cutoff_day FROM batch_meta)",
-            settings,
-        )
+        end_offsets, cutoff = _one(SERVING_PROGRESS, settings)
         processed = json.loads(end_offsets) if end_offsets else {}
         ends = {partition: end for partition, (_, end) in tweets.items()}
         now = _newest_before(settings, tweets, ends, consumer)
@@ -172,18 +183,9 @@ def _figures(settings: Settings) -> dict[str, Any]:
     dlq = topic_offsets(settings, settings.dlq_topic)
     archived = list_archived(settings, client=storage.s3_client(settings))
 
-    raw_rows, loaded = _one(
-        "SELECT (SELECT COUNT(*) FROM raw_tweets), (SELECT COUNT(*) FROM loaded_objects)",
-        settings,
-    )
-    cutoff, batch_tweets, batch_locations = _one(
-        "SELECT (SELECT cutoff_day FROM batch_meta), "
-        "COALESCE(SUM(tweet_count), 0), COUNT(*) FROM batch_serving",
-        settings,
-    )
-    serving_tweets, serving_locations = _one(
-        "SELECT COALESCE(SUM(tweet_count), 0), COUNT(*) FROM serving_view", settings
-    )
+    raw_rows, loaded = _one(WAREHOUSE_ROWS, settings)
+    cutoff, batch_tweets, batch_locations = _one(BATCH_FIGURES, settings)
+    serving_tweets, serving_locations = _one(SERVING_FIGURES, settings)
 
     speed = speed_figures(settings)
     lag = serving_lag(settings, tweets=tweets)

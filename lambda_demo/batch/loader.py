@@ -28,11 +28,9 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import psycopg2
 from botocore.client import BaseClient
 from psycopg2 import sql
 from psycopg2.extensions import cursor
-from psycopg2.extras import execute_values
 from tqdm import tqdm
 
 from lambda_demo.batch import archiver
@@ -268,19 +266,5 @@ def _copy_rows(
 def _quarantine(cur: cursor, rejected: list[Quarantined]) -> None:
     if not rejected:
         return
-    execute_values(
-        cur,
-        "INSERT INTO quarantine (layer, kafka_partition, kafka_offset, ingest_ts, reason, "
-        "raw_value) VALUES %s ON CONFLICT DO NOTHING",
-        [
-            (
-                q.partition,
-                q.offset,
-                q.ingest_ts,
-                q.reason,
-                None if q.raw_value is None else psycopg2.Binary(q.raw_value),
-            )
-            for q in rejected
-        ],
-        template="('batch', %s, %s, %s, %s, %s)",
-    )
+    rows = [(q.partition, q.offset, q.ingest_ts, q.reason, q.raw_value) for q in rejected]
+    warehouse.insert_quarantine(cur, "batch", rows)

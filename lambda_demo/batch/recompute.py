@@ -21,7 +21,11 @@ Two rules make the numbers right:
 
 ``ROW_NUMBER() OVER (...)`` rather than PostgreSQL's ``DISTINCT ON`` keeps the query valid on
 Redshift, and ``batch_meta`` is replaced with DELETE + INSERT for the same reason (Redshift
-has no ``ON CONFLICT``).
+has no ``ON CONFLICT``). Redshift enforces neither ``batch_meta``'s primary key nor its
+one-row check: the DELETE + INSERT under `warehouse.lock_speed_view`, in the transaction
+that publishes the run, is what keeps it one row (every writer of ``batch_meta`` is a
+recompute, and recomputes take that lock). On Redshift that lock also makes serving readers
+wait, for the publication only: it is taken after the long ``INSERT ... SELECT``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,18 @@ RAW_DELIVERY = DeliveryColumns(
 )
 """Where ``raw_tweets`` keeps each delivery's Kafka coordinates."""
 
+# The publication, in this order, in the transaction that computed the run's rows.
+READ_CUTOFF = "SELECT cutoff_day FROM batch_meta"
+REPLACE_META = (
+    "DELETE FROM batch_meta",
+    "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%(run_id)s, %(cutoff)s)",
+)
+DELETE_OLD_RUNS = "DELETE FROM batch_view WHERE run_id <> %(run_id)s"
 _DELETE_ABSORBED_SPEED_DAYS = f"DELETE FROM speed_view WHERE {sql_batch_days('ingest_day', '%s')}"
+COUNT_RUN = (
+    "SELECT COUNT(*), CAST(COALESCE(SUM(tweet_count), 0) AS BIGINT) "
+    "FROM batch_view WHERE run_id = %(run_id)s"
+)
 
 
 class CutoffMovedBack(LambdaDemoError):
@@ -105,11 +120,12 @@ GROUP BY {view.KEY}
 # Sort memory for the deduplication of a few million rows, for the recompute's transaction
 # only (PostgreSQL's default, 4 MB, sends the sort to disk twice; Redshift sorts on the cluster).
 WORK_MEM = "128MB"
+SET_WORK_MEM = "SELECT set_config('work_mem', %s, true)"
 
 
 def use_work_mem(cur: cursor) -> None:
     """Give the current transaction ``WORK_MEM`` for its sorts (PostgreSQL only)."""
-    cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+    cur.execute(SET_WORK_MEM, (WORK_MEM,))
 
 
 def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeResult:
@@ -121,23 +137,17 @@ def recompute(settings: Settings | None = None, *, cutoff: date) -> RecomputeRes
         with conn, conn.cursor() as cur:
             if settings.warehouse_dialect == "postgres":
                 use_work_mem(cur)
-            cur.execute(batch_view_sql(), {"run_id": run_id, "cutoff": cutoff})
+            params = {"run_id": run_id, "cutoff": cutoff}
+            cur.execute(batch_view_sql(), params)
             warehouse.lock_speed_view(cur)  # from here to the commit, no speed writes
-            cur.execute("SELECT cutoff_day FROM batch_meta")
+            cur.execute(READ_CUTOFF)
             current = cur.fetchone()
             if current is not None and cutoff < current[0]:
                 raise CutoffMovedBack(moved_back_message(cutoff, current[0]))
-            cur.execute("DELETE FROM batch_meta")
-            cur.execute(
-                "INSERT INTO batch_meta (run_id, cutoff_day) VALUES (%s, %s)", (run_id, cutoff)
-            )
-            cur.execute("DELETE FROM batch_view WHERE run_id <> %s", (run_id,))
+            for statement in (*REPLACE_META, DELETE_OLD_RUNS):
+                cur.execute(statement, params)
             cur.execute(_DELETE_ABSORBED_SPEED_DAYS, (cutoff,))
-            cur.execute(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(tweet_count), 0) AS BIGINT) "
-                "FROM batch_view WHERE run_id = %s",
-                (run_id,),
-            )
+            cur.execute(COUNT_RUN, params)
             locations, tweets = cur.fetchone()
     finally:
         conn.close()

@@ -121,29 +121,32 @@ def run_batch(
 
 @contextmanager
 def batch_lock(settings: Settings, *, wait_seconds: float) -> Iterator[None]:
-    """Hold a session-level advisory lock for the whole run, or raise `BatchBusyError`.
+    """Hold the schema's batch lock for the whole run, or raise `BatchBusyError`.
 
     Two runs at once would both archive the same offsets and both load the same objects;
     each step is idempotent, but the lock makes "one run at a time" plain rather than
-    subtle. The lock belongs to a dedicated connection and is released by closing it, which
-    also happens if this process is killed. Its key is derived from the schema,
-    so pipelines in different schemas (as in the tests) do not block each other.
+    subtle. It is `warehouse.try_session_lock`'s: an advisory lock on PostgreSQL, released
+    also if this process is killed; a lease on Redshift, which then expires. Its key is
+    derived from the schema, so pipelines in different schemas (as in the tests) do not
+    block each other.
     """
-    conn = warehouse.connect(settings, autocommit=True)
-    with closing(conn), conn.cursor() as cur:
-        key = f"{_LOCK_NAME}:{settings.warehouse_schema}"
+    key = f"{_LOCK_NAME}:{settings.warehouse_schema}"
+    held: list[warehouse.SessionLock] = []
 
-        def locked() -> bool:
-            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-            return bool(cur.fetchone()[0])
+    def locked() -> bool:
+        lock = warehouse.try_session_lock(settings, key)
+        if lock is not None:
+            held.append(lock)
+        return lock is not None
 
-        wait_until(
-            locked,
-            wait_seconds,
-            f"the batch run that holds schema {settings.warehouse_schema!r} to finish",
-            hint="Another batch run is using that schema: let it finish, then run again.",
-            error=BatchBusyError,
-        )
+    wait_until(
+        locked,
+        wait_seconds,
+        f"the batch run that holds schema {settings.warehouse_schema!r} to finish",
+        hint="Another batch run is using that schema: let it finish, then run again.",
+        error=BatchBusyError,
+    )
+    with closing(held[0]):
         yield
 
 

@@ -50,11 +50,42 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def serving_view_sql() -> sql.Composed:
+    """Every location's row of ``serving_view``, by location."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
+    return sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(columns)
+
+
+def top_sql(by: str) -> sql.Composed:
+    """The rows with the largest ``by`` (a measure's name); parameter: how many."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
+    return sql.SQL("SELECT {} FROM serving_view ORDER BY {} DESC, location LIMIT %s").format(
+        columns, sql.Identifier(by)
+    )
+
+
+def location_sql() -> sql.Composed:
+    """One location's row; parameter: the location."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
+    return sql.SQL("SELECT {} FROM serving_view WHERE location = %s").format(columns)
+
+
+def totals_sql() -> str:
+    """Every measure summed over the batch part and over the speed part, one row each."""
+    sums = ", ".join(f"CAST(COALESCE(SUM({m}), 0) AS BIGINT) AS {m}" for m in view.MEASURE_NAMES)
+    return f"""
+        SELECT 'batch' AS part, {sums} FROM batch_serving
+        UNION ALL
+        SELECT 'speed' AS part, {sums} FROM speed_serving
+    """
+
+
+BATCH_CUTOFF = "SELECT cutoff_day FROM batch_meta"
+
+
 def serving_view(settings: Settings | None = None) -> pd.DataFrame:
     """Every location with every measure of the view, sorted by location."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
-    query = sql.SQL("SELECT {} FROM serving_view ORDER BY location").format(columns)
-    return _typed(warehouse.fetch_frame(query, settings=settings))
+    return _typed(warehouse.fetch_frame(serving_view_sql(), settings=settings))
 
 
 def top(n: int = 10, *, by: str = "tweet_count", settings: Settings | None = None) -> pd.DataFrame:
@@ -63,18 +94,12 @@ def top(n: int = 10, *, by: str = "tweet_count", settings: Settings | None = Non
         raise LambdaDemoError(
             f"Unknown measure {by!r}: choose one of {', '.join(view.MEASURE_NAMES)}"
         )
-    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
-    query = sql.SQL("SELECT {} FROM serving_view ORDER BY {} DESC, location LIMIT %s").format(
-        columns, sql.Identifier(by)
-    )
-    return _typed(warehouse.fetch_frame(query, (n,), settings=settings))
+    return _typed(warehouse.fetch_frame(top_sql(by), (n,), settings=settings))
 
 
 def location(name: str, *, settings: Settings | None = None) -> pd.DataFrame:
     """One location's row (empty if the location has no tweets yet)."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, view.COLUMNS))
-    query = sql.SQL("SELECT {} FROM serving_view WHERE location = %s").format(columns)
-    return _typed(warehouse.fetch_frame(query, (name,), settings=settings))
+    return _typed(warehouse.fetch_frame(location_sql(), (name,), settings=settings))
 
 
 def totals(settings: Settings | None = None) -> pd.DataFrame:
@@ -83,18 +108,12 @@ def totals(settings: Settings | None = None) -> pd.DataFrame:
     The parts are the warehouse's ``batch_serving`` and ``speed_serving``, the two halves
     ``serving_view`` adds up, so the split is the view's own.
     """
-    sums = ", ".join(f"COALESCE(SUM({m}), 0)::BIGINT AS {m}" for m in view.MEASURE_NAMES)
-    query = f"""
-        SELECT 'batch' AS part, {sums} FROM batch_serving
-        UNION ALL
-        SELECT 'speed' AS part, {sums} FROM speed_serving
-    """
-    return _typed(warehouse.fetch_frame(query, settings=settings)).set_index("part")
+    return _typed(warehouse.fetch_frame(totals_sql(), settings=settings)).set_index("part")
 
 
 def batch_cutoff(settings: Settings | None = None) -> str | None:
     """The current batch view's cutoff day D (ISO date), or None before the first batch run."""
-    frame = warehouse.fetch_frame("SELECT cutoff_day FROM batch_meta", settings=settings)
+    frame = warehouse.fetch_frame(BATCH_CUTOFF, settings=settings)
     return None if frame.empty else frame["cutoff_day"].iloc[0].isoformat()
 
 

@@ -31,7 +31,6 @@ from lambda_demo.speed.sink import (
 from lambda_demo.speed.stream import parsed_stream, speed_aggregates, valid_tweets
 
 if TYPE_CHECKING:
-    from psycopg2.extensions import connection
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -42,36 +41,32 @@ class SpeedLayerBusy(LambdaDemoError):
     """Another speed layer already writes this schema from the same checkpoint."""
 
 
-# The warehouse session that holds each running view query's writer lock: the lock is a
-# session-level advisory lock, so it goes when the query is stopped or the process dies.
-_writers: dict[str, tuple[StreamingQuery, connection]] = {}
+# The writer lock of each running view query: it goes when the query is stopped or the
+# process dies (on Redshift, a lease expires `warehouse.LEASE_SECONDS` after that).
+_writers: dict[str, tuple[StreamingQuery, warehouse.SessionLock]] = {}
 
 
-def _claim_writer(settings: Settings, checkpoint: str) -> connection:
+def _claim_writer(settings: Settings, checkpoint: str) -> warehouse.SessionLock:
     """Take the one-writer lock of (schema, checkpoint), or refuse in words.
 
     Two processes running the same checkpoint would both replay and upsert the same
     deployment's rows, interleaved. Spark refuses a duplicate inside one application only;
-    this lock, in the warehouse both write to, refuses it across processes and machines.
+    this lock, in the warehouse both write to, refuses it across processes and machines
+    (`warehouse.try_session_lock`: an advisory lock on PostgreSQL, a lease on Redshift).
     """
-    for key, (query, conn) in list(_writers.items()):
+    for key, (query, lock) in list(_writers.items()):
         if not query.isActive:  # a query that failed and was never stopped frees its lock
-            conn.close()
+            lock.close()
             del _writers[key]
-    conn = warehouse.connect(settings, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-            (f"speed {settings.warehouse_schema} {checkpoint}",),
+    name = f"speed {settings.warehouse_schema} {checkpoint}"
+    lock = warehouse.try_session_lock(settings, name)
+    if lock is None:
+        raise SpeedLayerBusy(
+            f"A speed layer is already running on schema {settings.warehouse_schema!r} "
+            f"with checkpoint {checkpoint}: stop it first (Ctrl-C in its terminal, or "
+            "`stop_queries` in its notebook)."
         )
-        if not cur.fetchone()[0]:
-            conn.close()
-            raise SpeedLayerBusy(
-                f"A speed layer is already running on schema {settings.warehouse_schema!r} "
-                f"with checkpoint {checkpoint}: stop it first (Ctrl-C in its terminal, or "
-                "`stop_queries` in its notebook)."
-            )
-    return conn
+    return lock
 
 
 # Per Spark application: which view queries' progress to record, and with which settings.

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from psycopg2.extensions import cursor
-from psycopg2.extras import execute_values
 
 from lambda_demo import view
 from lambda_demo.clients import warehouse
+from lambda_demo.clients.dialect import per_dialect
 from lambda_demo.contract import ingest_time, served_by_batch
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import format_utc
@@ -49,6 +49,41 @@ def _deployment(batch: DataFrame) -> str:
     return batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
 
 
+# The speed layer's statements besides the upsert (`warehouse.speed_upsert_sql`) and the
+# quarantine (`warehouse.insert_quarantine`); ``lambda-demo sql`` prints them.
+READ_CUTOFF = "SELECT cutoff_day FROM batch_meta"
+COMMIT_BATCH = per_dialect(
+    "UPDATE speed_deployments SET batch_id = %s, committed_at = {now} WHERE deployment = %s"
+)
+READ_DEPLOYMENT = "SELECT batch_id, retired_at FROM speed_deployments WHERE deployment = %s"
+# The first deployment serves at once; serving changes only under lock_speed_view, which
+# keeps it on one row where Redshift has no unique index to.
+REGISTER_DEPLOYMENT = (
+    "INSERT INTO speed_deployments (deployment, checkpoint, serving) "
+    "SELECT %s, %s, NOT EXISTS (SELECT 1 FROM speed_deployments WHERE serving)"
+)
+READ_PROGRESS = (
+    "SELECT serving, retired_at, progress_batch_id, batch_id FROM speed_deployments "
+    "WHERE deployment = %s"
+)
+RECORD_PROGRESS = (
+    "UPDATE speed_deployments SET progress_batch_id = %s, "
+    "end_offsets = COALESCE(%s, end_offsets), state_rows = COALESCE(%s, state_rows), "
+    "late_rows = late_rows + %s, watermark = COALESCE(%s, watermark) "
+    "WHERE deployment = %s"
+)
+RETIRE_OLDER = per_dialect(
+    "UPDATE speed_deployments SET serving = FALSE, retired_at = COALESCE(retired_at, {now}) "
+    "WHERE deployment <> %(d)s AND started_at <= "
+    "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)"
+)
+SERVE = "UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s"
+DELETE_RETIRED_ROWS = (
+    "DELETE FROM speed_view WHERE deployment IN "
+    "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
+)
+
+
 class SpeedViewSink:
     """``foreachBatch`` sink: absolute upserts plus the batch id, in one transaction."""
 
@@ -66,26 +101,14 @@ class SpeedViewSink:
                 if not self._claim(cur, deployment, batch_id):
                     logger.info("micro-batch %d already committed; skipping", batch_id)
                     return
-                cur.execute("SELECT cutoff_day FROM batch_meta")
+                cur.execute(READ_CUTOFF)
                 meta = cur.fetchone()
                 # Days the batch layer has absorbed are no longer the speed layer's.
                 cutoff = meta[0] if meta else None
                 rows = [r for r in rows if not served_by_batch(r[0], cutoff)]
                 if rows:
-                    columns = ", ".join(("deployment", "ingest_day", *view.COLUMNS))
-                    updates = ", ".join(f"{m} = EXCLUDED.{m}" for m in view.MEASURE_NAMES)
-                    execute_values(
-                        cur,
-                        f"INSERT INTO speed_view ({columns}) VALUES %s "
-                        "ON CONFLICT (deployment, ingest_day, location) DO UPDATE SET "
-                        f"{updates}, updated_at = now()",
-                        [(deployment, *r) for r in rows],
-                    )
-                cur.execute(
-                    "UPDATE speed_deployments SET batch_id = %s, committed_at = now() "
-                    "WHERE deployment = %s",
-                    (batch_id, deployment),
-                )
+                    warehouse.upsert_speed_rows(cur, [(deployment, *r) for r in rows])
+                cur.execute(COMMIT_BATCH[warehouse.dialect_of(cur)], (batch_id, deployment))
         finally:
             conn.close()
 
@@ -98,10 +121,7 @@ class SpeedViewSink:
         checkpoint whose earlier micro-batches this warehouse never saw: in update mode it
         would write only the groups it changes from now on, and serving would under-count.
         """
-        cur.execute(
-            "SELECT batch_id, retired_at FROM speed_deployments WHERE deployment = %s",
-            (deployment,),
-        )
+        cur.execute(READ_DEPLOYMENT, (deployment,))
         row = cur.fetchone()
         if row is None and batch_id > 0:
             raise CheckpointWithoutRows(
@@ -110,11 +130,7 @@ class SpeedViewSink:
                 "speed layer then rebuilds its view from Kafka."
             )
         if row is None:
-            cur.execute(
-                "INSERT INTO speed_deployments (deployment, checkpoint, serving) "
-                "SELECT %s, %s, NOT EXISTS (SELECT 1 FROM speed_deployments WHERE serving)",
-                (deployment, self.checkpoint),
-            )
+            cur.execute(REGISTER_DEPLOYMENT, (deployment, self.checkpoint))
             return True
         last, retired_at = row
         if retired_at is not None:
@@ -144,13 +160,7 @@ class QuarantineSink:
         conn = warehouse.connect(self.settings)
         try:
             with conn, conn.cursor() as cur:
-                execute_values(
-                    cur,
-                    "INSERT INTO quarantine (layer, kafka_partition, kafka_offset, ingest_ts, "
-                    "reason, raw_value) VALUES %s ON CONFLICT DO NOTHING",
-                    rows,
-                    template="('speed', %s, %s, %s, %s, %s)",
-                )
+                warehouse.insert_quarantine(cur, "speed", rows)
         finally:
             conn.close()
         logger.warning("quarantined %d records in micro-batch %d", len(rows), batch_id)
@@ -186,11 +196,7 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
     try:
         with conn, conn.cursor() as cur:
             warehouse.lock_speed_view(cur)
-            cur.execute(
-                "SELECT serving, retired_at, progress_batch_id, batch_id FROM speed_deployments "
-                "WHERE deployment = %s",
-                (deployment,),
-            )
+            cur.execute(READ_PROGRESS, (deployment,))
             row = cur.fetchone()
             # Only micro-batches the sink committed, each once: Spark also reports a trigger
             # that found nothing new, under the id the next micro-batch will have.
@@ -198,10 +204,7 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
                 return
             serving, retired_at, _, _ = row
             cur.execute(
-                "UPDATE speed_deployments SET progress_batch_id = %s, "
-                "end_offsets = COALESCE(%s, end_offsets), state_rows = COALESCE(%s, state_rows), "
-                "late_rows = late_rows + %s, watermark = COALESCE(%s, watermark) "
-                "WHERE deployment = %s",
+                RECORD_PROGRESS,
                 (
                     batch_id,
                     json.dumps(ends) if ends is not None else None,
@@ -225,15 +228,7 @@ def record_progress(settings: Settings, progress: Mapping[str, Any]) -> None:
 def _take_over(cur: cursor, deployment: str) -> None:
     """``deployment`` serves from now on; every deployment started before it retires and
     its rows go, in the caller's transaction. A newer one still catching up is left alone."""
-    cur.execute(
-        "UPDATE speed_deployments SET serving = FALSE, retired_at = COALESCE(retired_at, now()) "
-        "WHERE deployment <> %(d)s AND started_at <= "
-        "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)",
-        {"d": deployment},
-    )
-    cur.execute("UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s", (deployment,))
-    cur.execute(
-        "DELETE FROM speed_view WHERE deployment IN "
-        "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
-    )
+    cur.execute(RETIRE_OLDER[warehouse.dialect_of(cur)], {"d": deployment})
+    cur.execute(SERVE, (deployment,))
+    cur.execute(DELETE_RETIRED_ROWS)
     logger.info("speed deployment %s caught up and now serves", deployment)

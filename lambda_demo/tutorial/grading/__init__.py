@@ -15,13 +15,19 @@ from __future__ import annotations
 from typing import Any
 
 from lambda_demo.settings import Settings, get_settings
-from lambda_demo.tutorial.grading import dedup_then_cut, serving_merge
+from lambda_demo.tutorial.grading import (
+    dedup_then_cut,
+    producer_settings,
+    serving_merge,
+    speed_aggregation,
+)
 from lambda_demo.tutorial.grading.base import Exercise, Mistake, Result
 
 __all__ = ["EXERCISES", "Exercise", "Mistake", "Result", "grade", "reference"]
 
 EXERCISES: dict[str, Exercise] = {
-    module.EXERCISE.id: module.EXERCISE for module in (dedup_then_cut, serving_merge)
+    module.EXERCISE.id: module.EXERCISE
+    for module in (producer_settings, dedup_then_cut, speed_aggregation, serving_merge)
 }
 
 

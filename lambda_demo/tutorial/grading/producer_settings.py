@@ -4,8 +4,9 @@ partition, in order, each send acknowledged.
 The answer is a dict of ``KafkaProducer`` settings. The grader builds a producer with them
 (plus the bootstrap servers and a value serializer of its own), sends a scripted stream of
 tweets to a three-partition topic of the exercise's own with ``send(topic, key=tweet,
-value=tweet)``, and observes what happened: which sends the broker acknowledged with an
-offset, and, read back from the topic, each record's key and partition. The stream holds the
+value=tweet)``, and observes what happened: whether the position each send came back with
+(partition and offset) is where the broker really wrote that record, and, read back from the
+topic, each record's key and partition. The stream holds the
 cases that tell a good key from the usual wrong ones: a tweet delivered again later with more
 likes, and a tweet whose author changed their location between its two deliveries.
 """
@@ -33,6 +34,8 @@ TOPIC = "grade-01.1"
 PARTITIONS = 3
 RUN_HEADER = "grade-run"
 """Each grading run tags its records, so runs sharing the topic never see each other's."""
+SEND_HEADER = "grade-send"
+"""The record's place in `STREAM`, to match what a send reported with what the topic holds."""
 SEND_TIMEOUT_SECONDS = 10.0
 
 
@@ -112,12 +115,21 @@ class ProducerExercise(Exercise):
     mistakes: tuple[Mistake, ...] = ()
 
     def prepare(self, settings: Settings) -> Settings:
-        """The exercise's topic, three partitions (kept between gradings: runs are tagged)."""
+        """The exercise's topic, three partitions (kept between gradings: runs are tagged).
+
+        A new topic first gets the stream once from a producer that waits for the broker, so
+        no answer's records start at offset 0: an offset a producer made up (acks=0 reports
+        positions counted from 0) can then never be mistaken for a real one.
+        """
         client = kafka_io.admin(settings)
         with contextlib.closing(client):
             if TOPIC not in set(client.list_topics()):
                 with contextlib.suppress(TopicAlreadyExistsError):
                     client.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+        if not any(end for _, end in kafka_io.partition_offsets(settings, TOPIC).values()):
+            self._send(
+                {"acks": "all", "key_serializer": _KeySerializer(_by_tweet_id)}, settings, b"primer"
+            )
         return settings
 
     def outcome(self, answer: dict[str, Any], scenario: Settings) -> Effect:
@@ -134,12 +146,14 @@ class ProducerExercise(Exercise):
         if callable(config.get("key_serializer")):
             config["key_serializer"] = _KeySerializer(config["key_serializer"])
         run = uuid.uuid4().hex.encode()
-        offsets = self._send(config, scenario, run)
+        reported = self._send(config, scenario, run)
         records = self._read_back(scenario, run)
-        return _effect(offsets, records)
+        return _effect(reported, records)
 
-    def _send(self, config: dict[str, Any], settings: Settings, run: bytes) -> list[int]:
-        """The offset the broker acknowledged for each send (-1: none)."""
+    def _send(
+        self, config: dict[str, Any], settings: Settings, run: bytes
+    ) -> list[tuple[int, int]]:
+        """The (partition, offset) each send came back with."""
         try:
             producer = KafkaProducer(
                 bootstrap_servers=kafka_io.bootstrap(settings),
@@ -150,11 +164,17 @@ class ProducerExercise(Exercise):
             raise AnswerFailed(f"KafkaProducer refused these settings: {_first_line(exc)}") from exc
         try:
             futures = [
-                producer.send(TOPIC, key=tweet, value=tweet, headers=[(RUN_HEADER, run)])
-                for tweet in STREAM
+                producer.send(
+                    TOPIC,
+                    key=tweet,
+                    value=tweet,
+                    headers=[(RUN_HEADER, run), (SEND_HEADER, str(index).encode())],
+                )
+                for index, tweet in enumerate(STREAM)
             ]
             producer.flush(timeout=SEND_TIMEOUT_SECONDS)
-            return [future.get(timeout=SEND_TIMEOUT_SECONDS).offset for future in futures]
+            metadata = [future.get(timeout=SEND_TIMEOUT_SECONDS) for future in futures]
+            return [(m.partition, m.offset) for m in metadata]
         except (KafkaError, TypeError, ValueError, AssertionError) as exc:
             raise AnswerFailed(
                 "sending failed with these settings: "
@@ -163,8 +183,8 @@ class ProducerExercise(Exercise):
         finally:
             producer.close(timeout=SEND_TIMEOUT_SECONDS)
 
-    def _read_back(self, settings: Settings, run: bytes) -> list[tuple[str, bytes | None, int]]:
-        """(tweet id, key, partition) of this run's records, in production order per tweet."""
+    def _read_back(self, settings: Settings, run: bytes) -> list[Written]:
+        """This run's records, as the topic holds them."""
         consumer = kafka_io.consumer(settings)
         rows = []
         with contextlib.closing(consumer):
@@ -173,9 +193,18 @@ class ProducerExercise(Exercise):
                 for record in kafka_io.read_range(
                     settings, TOPIC, partition, begin, end, consumer=consumer
                 ):
-                    if dict(record.headers or []).get(RUN_HEADER) == run:
+                    headers = dict(record.headers or [])
+                    if headers.get(RUN_HEADER) == run:
                         tweet = FlatTweet.from_json_bytes(record.value)
-                        rows.append((tweet.tweet_id, record.key, partition))
+                        rows.append(
+                            Written(
+                                int(headers[SEND_HEADER]),
+                                tweet.tweet_id,
+                                record.key,
+                                partition,
+                                record.offset,
+                            )
+                        )
         return rows
 
     def expected(self) -> Effect:
@@ -186,9 +215,9 @@ class ProducerExercise(Exercise):
     def difference(self, expected: Effect, got: Effect) -> str | None:
         if got.unacknowledged != expected.unacknowledged:
             return (
-                f"expected every send acknowledged with its offset, but {got.unacknowledged} "
-                f"of {got.sends} came back with none: the producer never learnt whether the "
-                "broker wrote them"
+                f"expected every send acknowledged with the offset the broker wrote it at, "
+                f"but {got.unacknowledged} of {got.sends} came back with a position the broker "
+                "never gave: the producer did not wait to learn whether, or where, it was written"
             )
         if got.unkeyed != expected.unkeyed:
             return (
@@ -216,20 +245,32 @@ class ProducerExercise(Exercise):
         return None
 
 
-def _effect(offsets: list[int], records: list[tuple[str, bytes | None, int]]) -> Effect:
+@dataclass(frozen=True)
+class Written:
+    """One record of a grading run, read back from the topic."""
+
+    send: int
+    tweet_id: str
+    key: bytes | None
+    partition: int
+    offset: int
+
+
+def _effect(reported: list[tuple[int, int]], records: list[Written]) -> Effect:
     keys: dict[str, set[bytes | None]] = defaultdict(set)
     partitions: dict[str, set[int]] = defaultdict(set)
-    for tweet_id, key, partition in records:
-        keys[tweet_id].add(key)
-        partitions[tweet_id].add(partition)
-    unkeyed = sum(1 for _, key, _ in records if key is None)
+    for record in records:
+        keys[record.tweet_id].add(record.key)
+        partitions[record.tweet_id].add(record.partition)
+    where = {record.send: (record.partition, record.offset) for record in records}
+    unkeyed = sum(1 for record in records if record.key is None)
     return Effect(
-        sends=len(offsets),
-        unacknowledged=sum(1 for offset in offsets if offset < 0),
+        sends=len(reported),
+        unacknowledged=sum(1 for i, at in enumerate(reported) if where.get(i) != at),
         unkeyed=unkeyed,
         rekeyed=tuple(sorted(t for t, k in keys.items() if len(k) > 1)),
         split=None if unkeyed else tuple(sorted(t for t, p in partitions.items() if len(p) > 1)),
-        partitions_used=None if unkeyed else len({p for _, _, p in records}),
+        partitions_used=None if unkeyed else len({r.partition for r in records}),
     )
 
 
@@ -259,8 +300,8 @@ EXERCISE = ProducerExercise(
         Mistake(
             answer={"acks": 0, "key_serializer": _by_tweet_id},
             hint="acks=0 sends and forgets: the broker answers nothing, so a record lost on "
-            "the way is lost silently and nobody learns its offset. Use acks='all' (the "
-            "leader confirms once every in-sync replica has the record).",
+            "the way is lost silently, and the position the producer reports is made up. Use "
+            "acks='all' (the leader confirms once every in-sync replica has the record).",
         ),
         Mistake(
             answer={"acks": "all", "key_serializer": lambda tweet: tweet.location.encode()},

@@ -116,7 +116,6 @@ class SparkAggregationExercise(Exercise):
         from lambda_demo.clients.spark import get_spark
 
         spark = get_spark(settings)
-        rows = _frame()
         schema = ", ".join(
             (
                 "tweet_id string, ingest_ts timestamp, kafka_partition int, kafka_offset long",
@@ -124,7 +123,8 @@ class SparkAggregationExercise(Exercise):
                 *(f"{name} long" for name in ("followers_count", "like_count", "retweet_count")),
             )
         )
-        return spark.createDataFrame(list(rows.itertuples(index=False, name=None)), schema)
+        rows = [(tweet_id, _ts(ts), *rest) for tweet_id, ts, *rest in DELIVERIES]
+        return spark.createDataFrame(rows, schema)
 
     def outcome(self, answer: Aggregation, scenario: DataFrame) -> pd.DataFrame:
         """The answer's rows as pandas; an error Spark raises becomes feedback."""

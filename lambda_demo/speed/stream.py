@@ -6,7 +6,6 @@ Each step is a function of its own (`read_kafka`, `validate` and `keep_valid`, `
 static DataFrame too: `read_kafka_slice` reads the topic's first records with ``spark.read``,
 so notebook 03 runs the very same functions one at a time on a slice it can show.
 
-
 * ``speed_view``: valid tweets, duplicates of a tweet id dropped, aggregated per (ingest day,
   location) in *update* mode. Each micro-batch upserts the **absolute** totals of the groups
   it changed and records its batch id in the same transaction, so a micro-batch replayed

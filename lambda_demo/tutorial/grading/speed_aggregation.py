@@ -86,13 +86,13 @@ def day_view_difference(expected: pd.DataFrame, got: pd.DataFrame) -> str | None
             "day and location"
         )
     merged = expected.merge(
-        got, on=list(DAY_KEY), how="outer", suffixes=("_expected", "_got"), indicator=True
+        got, on=list(DAY_KEY), how="outer", suffixes=("_expected", "_got"), indicator="side"
     ).sort_values(list(DAY_KEY))
     for row in merged.itertuples(index=False):
         where = f"ingest day {row.ingest_day}, location {getattr(row, view.KEY)!r}"
-        if row._merge == "left_only":
+        if row.side == "left_only":
             return f"{where} is missing from your result"
-        if row._merge == "right_only":
+        if row.side == "right_only":
             return f"{where} should not be in your result"
         for m in view.MEASURE_NAMES:
             want, have = getattr(row, f"{m}_expected"), getattr(row, f"{m}_got")

@@ -227,10 +227,13 @@ def deduplicate(tweets: DataFrame) -> DataFrame:
 
     On a stream, an id is remembered until the watermark has passed its ingest time plus
     `WATERMARK`; that is the one place the speed layer differs from
-    ``contract.FIRST_DELIVERY_ORDER`` (documented there). On a static DataFrame, which has no
-    watermark, Spark keeps one row per id over the whole DataFrame.
+    ``contract.FIRST_DELIVERY_ORDER`` (documented there). A static DataFrame has no watermark
+    (Spark refuses ``dropDuplicatesWithinWatermark`` on one): there, one row per id is kept over
+    the whole DataFrame.
     """
-    return tweets.dropDuplicatesWithinWatermark(["tweet_id"])
+    if tweets.isStreaming:
+        return tweets.dropDuplicatesWithinWatermark(["tweet_id"])
+    return tweets.dropDuplicates(["tweet_id"])
 
 
 def aggregate(tweets: DataFrame) -> DataFrame:

@@ -3,17 +3,22 @@
 The answer is a function from a DataFrame of valid tweets (the rows `stream.keep_valid`
 yields: ``tweet_id``, ``location``, the contract fields the measures read, ``ingest_ts``...)
 to a DataFrame with ``ingest_day``, ``location`` and the view's measures. The grader runs it
-on a small static DataFrame in the notebook's Spark session and compares the result with a
-view computed in pandas. The scenario holds the cases that matter: a tweet delivered twice,
+as the speed layer runs: on a **stream** (the scenario's deliveries written once to a file, read
+with ``readStream`` under the speed layer's watermark), processed in one micro-batch in update
+mode, in the notebook's Spark session; and it compares the rows the answer emits with a view
+computed in pandas. The scenario holds the cases that matter: a tweet delivered twice,
 two ingest days for one location, tweets on both sides of midnight, the ``(unknown)``
 location and one that only differs from another by case.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -21,6 +26,7 @@ import pandas as pd
 from lambda_demo import view
 from lambda_demo.contract import ingest_day_of
 from lambda_demo.settings import Settings
+from lambda_demo.speed.stream import WATERMARK
 from lambda_demo.tutorial.grading.base import AnswerFailed, Exercise, Mistake
 
 if TYPE_CHECKING:
@@ -45,6 +51,14 @@ DELIVERIES: tuple[tuple[str, str, int, int, str, int, int, int], ...] = (
 )
 COLUMNS = ("tweet_id", "ingest_ts", "kafka_partition", "kafka_offset", view.KEY)
 DAY_KEY = ("ingest_day", view.KEY)
+RUN_TIMEOUT_SECONDS = 120.0
+SCHEMA = ", ".join(
+    (
+        "tweet_id string, ingest_ts timestamp, kafka_partition int, kafka_offset long",
+        f"{view.KEY} string",
+        *(f"{name} long" for name in ("followers_count", "like_count", "retweet_count")),
+    )
+)
 
 
 def _ts(text: str) -> datetime:
@@ -102,8 +116,16 @@ def day_view_difference(expected: pd.DataFrame, got: pd.DataFrame) -> str | None
 
 
 @dataclass(frozen=True)
+class Scenario:
+    """The valid tweets as a stream under the speed layer's watermark, and a folder to run in."""
+
+    stream: DataFrame
+    folder: Path
+
+
+@dataclass(frozen=True)
 class SparkAggregationExercise(Exercise):
-    """A function on a static Spark DataFrame, compared with a view computed in pandas."""
+    """A function on a stream of valid tweets, compared with a view computed in pandas."""
 
     id: str
     task: str
@@ -111,23 +133,24 @@ class SparkAggregationExercise(Exercise):
     reference: Aggregation
     mistakes: tuple[Mistake, ...] = ()
 
-    def prepare(self, settings: Settings) -> DataFrame:
-        """The valid tweets of the scenario, in the session the notebook already runs."""
+    def prepare(self, settings: Settings) -> Scenario:
+        """The deliveries as one Parquet file, read back as a stream with the watermark."""
         from lambda_demo.clients.spark import get_spark
 
         spark = get_spark(settings)
-        schema = ", ".join(
-            (
-                "tweet_id string, ingest_ts timestamp, kafka_partition int, kafka_offset long",
-                f"{view.KEY} string",
-                *(f"{name} long" for name in ("followers_count", "like_count", "retweet_count")),
-            )
-        )
+        folder = settings.home / "grading" / self.id
+        shutil.rmtree(folder, ignore_errors=True)
         rows = [(tweet_id, _ts(ts), *rest) for tweet_id, ts, *rest in DELIVERIES]
-        return spark.createDataFrame(rows, schema)
+        spark.createDataFrame(rows, SCHEMA).coalesce(1).write.parquet(str(folder / "tweets"))
+        stream = (
+            spark.readStream.schema(SCHEMA)
+            .parquet(str(folder / "tweets"))
+            .withWatermark("ingest_ts", WATERMARK)
+        )
+        return Scenario(stream, folder)
 
-    def outcome(self, answer: Aggregation, scenario: DataFrame) -> pd.DataFrame:
-        """The answer's rows as pandas; an error Spark raises becomes feedback."""
+    def outcome(self, answer: Aggregation, scenario: Scenario) -> pd.DataFrame:
+        """The rows the answer emits in update mode; an error Spark raises becomes feedback."""
         from pyspark.errors import PySparkException
 
         if not callable(answer):
@@ -135,18 +158,35 @@ class SparkAggregationExercise(Exercise):
                 f"the answer is a {type(answer).__name__}: give a function that takes the "
                 "valid tweets and returns a DataFrame"
             )
+        emitted: list[pd.DataFrame] = []
         try:
-            return answer(scenario).toPandas()
+            query = (
+                answer(scenario.stream)
+                .writeStream.outputMode("update")
+                .foreachBatch(lambda batch, _: emitted.append(batch.toPandas()))
+                .option("checkpointLocation", str(scenario.folder / uuid.uuid4().hex))
+                .trigger(availableNow=True)
+                .start()
+            )
+            query.awaitTermination(RUN_TIMEOUT_SECONDS)
+            error = query.exception()
+            query.stop()
         except (PySparkException, AttributeError, TypeError) as exc:
-            text = str(exc).strip()
-            first_line = text.splitlines()[0] if text else type(exc).__name__
-            raise AnswerFailed(f"Spark refused your aggregation: {first_line}") from exc
+            raise AnswerFailed(f"Spark refused your aggregation: {_first_line(exc)}") from exc
+        if error is not None:
+            raise AnswerFailed(f"Spark refused your aggregation: {_first_line(error)}")
+        return pd.concat(emitted, ignore_index=True) if emitted else pd.DataFrame()
 
     def expected(self) -> pd.DataFrame:
         return _expected_view()
 
     def difference(self, expected: pd.DataFrame, got: pd.DataFrame) -> str | None:
         return day_view_difference(expected, got)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _speed_aggregation(tweets: DataFrame) -> DataFrame:
@@ -178,17 +218,6 @@ def _every_delivery(tweets: DataFrame) -> DataFrame:
 
     return tweets.groupBy(F.to_date("ingest_ts").alias("ingest_day"), "location").agg(
         F.count("*").alias("tweet_count"),
-        F.sum("followers_count").alias("followers_sum"),
-        F.sum("like_count").alias("likes_sum"),
-        F.sum("retweet_count").alias("retweets_sum"),
-    )
-
-
-def _distinct_count_only(tweets: DataFrame) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return tweets.groupBy(F.to_date("ingest_ts").alias("ingest_day"), "location").agg(
-        F.countDistinct("tweet_id").alias("tweet_count"),
         F.sum("followers_count").alias("followers_sum"),
         F.sum("like_count").alias("likes_sum"),
         F.sum("retweet_count").alias("retweets_sum"),
@@ -230,8 +259,9 @@ EXERCISE = SparkAggregationExercise(
     id="03.1",
     task="Write the speed layer's aggregation: from the valid tweets, one row per (ingest "
     "day, location) with the view's four measures, each tweet counted once.",
-    start="define a function that takes the valid tweets (a DataFrame with tweet_id, "
-    "location, followers_count, like_count, retweet_count and ingest_ts) and returns "
+    start="define a function that takes the valid tweets (a streaming DataFrame with "
+    "tweet_id, location, followers_count, like_count, retweet_count and ingest_ts, under a "
+    "watermark on ingest_ts) and returns "
     "ingest_day, location, tweet_count, followers_sum, likes_sum and retweets_sum: drop "
     "the duplicate deliveries of a tweet_id, then group by the ingest day and the location. "
     "Then call grade('03.1', your_function).",
@@ -240,14 +270,8 @@ EXERCISE = SparkAggregationExercise(
         Mistake(
             answer=_every_delivery,
             hint="every delivery is counted: a tweet re-sent after a reconnect counts twice. "
-            "Drop the duplicates of a tweet_id first (on a stream: "
-            "dropDuplicatesWithinWatermark, so the ids are forgotten after the watermark).",
-        ),
-        Mistake(
-            answer=_distinct_count_only,
-            hint="COUNT(DISTINCT tweet_id) counts a re-sent tweet once, but its followers, "
-            "likes and retweets are still summed twice. Drop the duplicate deliveries before "
-            "aggregating, so every measure sees each tweet once.",
+            "Drop the duplicates of a tweet_id first, with dropDuplicatesWithinWatermark, so "
+            "Spark forgets an id once the watermark has passed it.",
         ),
         Mistake(
             answer=_per_location_only,

@@ -1,6 +1,10 @@
 """The speed layer's definition: read Kafka, validate, deduplicate, aggregate per day and location.
 
-Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries on one topic:
+Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries on one topic.
+Each step is a function of its own (`read_kafka`, `validate` and `keep_valid`, `deduplicate`,
+`aggregate`; the write is ``sink.SpeedViewSink``), and every step after the read works on a
+static DataFrame too: `read_kafka_slice` reads the topic's first records with ``spark.read``,
+so notebook 03 runs the very same functions one at a time on a slice it can show.
 
 * ``speed_view``: valid tweets, duplicates of a tweet id dropped, aggregated per (ingest day,
   location) in *update* mode. Each micro-batch upserts the **absolute** totals of the groups
@@ -132,16 +136,13 @@ def topic_partitions(settings: Settings) -> list[int]:
     return sorted(ids)
 
 
-def parsed_stream(
+def read_kafka(
     spark: SparkSession, settings: Settings, *, partition: int | None = None
 ) -> DataFrame:
-    """Kafka rows with the contract applied: one output row per input record.
+    """Read: the topic as an unbounded stream of Kafka rows, from its first offset.
 
     ``partition`` reads one partition of the topic only (see `valid_tweets`).
     """
-    from pyspark.sql import functions as F
-
-    fields = view.FIELDS_READ
     source = (
         {"assign": json.dumps({settings.topic: [partition]})}
         if partition is not None
@@ -155,12 +156,55 @@ def parsed_stream(
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", 200_000)
         .load()
+    )
+
+
+def read_kafka_slice(spark: SparkSession, settings: Settings, *, per_partition: int) -> DataFrame:
+    """Read, as a static DataFrame: the first ``per_partition`` records of every partition.
+
+    The same Kafka rows `read_kafka` streams, read once with ``spark.read``, so every later
+    step can be run, shown and checked on a small slice before it runs as a stream.
+    """
+    offsets = kafka_io.partition_offsets(settings, settings.topic)
+    ends = {str(p): min(begin + per_partition, end) for p, (begin, end) in offsets.items()}
+    return (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
+        .option("assign", json.dumps({settings.topic: sorted(offsets)}))
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", json.dumps({settings.topic: ends}))
+        .load()
+    )
+
+
+def validate(rows: DataFrame) -> DataFrame:
+    """Validate: the contract applied to Kafka rows, one output row per input record.
+
+    A valid tweet has ``reason`` null and the contract fields the view reads; a record that
+    breaks the contract keeps its raw bytes and the reason.
+    """
+    from pyspark.sql import functions as F
+
+    fields = view.FIELDS_READ
+    return (
         # Milliseconds, not timestamps, cross into Python: pandas timestamps end in 2262, and
         # a foreign producer may stamp a record in year 9999.
-        .select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
+        rows.select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
         .mapInPandas(validator(fields), schema=parsed_schema(fields))
         .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
     )
+
+
+def keep_valid(parsed: DataFrame) -> DataFrame:
+    """The valid tweets among `validate`'s rows (the others go to the quarantine)."""
+    return parsed.where("reason IS NULL")
+
+
+def parsed_stream(
+    spark: SparkSession, settings: Settings, *, partition: int | None = None
+) -> DataFrame:
+    """Kafka rows with the contract applied, as a stream: `read_kafka`, then `validate`."""
+    return validate(read_kafka(spark, settings, partition=partition))
 
 
 def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -170,27 +214,44 @@ def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
     cannot move it; one input per partition, so one far-ahead record moves only its own.
     """
     branches = [
-        parsed_stream(spark, settings, partition=p)
-        .where("reason IS NULL")
-        .withWatermark("ingest_ts", WATERMARK)
+        keep_valid(parsed_stream(spark, settings, partition=p)).withWatermark(
+            "ingest_ts", WATERMARK
+        )
         for p in topic_partitions(settings)
     ]
     return functools.reduce(lambda a, b: a.unionByName(b), branches)
 
 
-def speed_aggregates(tweets: DataFrame) -> DataFrame:
-    """Deduplicate within the watermark, then the view's measures per (ingest day, location).
+def deduplicate(tweets: DataFrame) -> DataFrame:
+    """Deduplicate: one row per tweet id, the first delivery *processed*.
 
-    The first delivery *processed* wins, which is the one place the speed layer differs from
-    ``contract.FIRST_DELIVERY_ORDER`` (documented there). The day is a one-day event-time
-    window on the ingest time (``contract.INGEST_DAY_ZONE``, the session's time zone), so
-    Spark knows when a day is complete and evicts its groups.
+    On a stream, an id is remembered until the watermark has passed its ingest time plus
+    `WATERMARK`; that is the one place the speed layer differs from
+    ``contract.FIRST_DELIVERY_ORDER`` (documented there). A static DataFrame has no watermark
+    (Spark refuses ``dropDuplicatesWithinWatermark`` on one): there, one row per id is kept over
+    the whole DataFrame.
+    """
+    if tweets.isStreaming:
+        return tweets.dropDuplicatesWithinWatermark(["tweet_id"])
+    return tweets.dropDuplicates(["tweet_id"])
+
+
+def aggregate(tweets: DataFrame) -> DataFrame:
+    """Aggregate: the view's measures per (ingest day, location).
+
+    The day is a one-day event-time window on the ingest time (``contract.INGEST_DAY_ZONE``,
+    the session's time zone), so on a stream Spark knows when a day is complete and evicts
+    its groups.
     """
     from pyspark.sql import functions as F
 
     return (
-        tweets.dropDuplicatesWithinWatermark(["tweet_id"])
-        .groupBy(F.window("ingest_ts", DAY).alias("day"), view.KEY)
+        tweets.groupBy(F.window("ingest_ts", DAY).alias("day"), view.KEY)
         .agg(*view.spark_aggregates())
         .select(F.to_date("day.start").alias("ingest_day"), *view.COLUMNS)
     )
+
+
+def speed_aggregates(tweets: DataFrame) -> DataFrame:
+    """`deduplicate`, then `aggregate`: what the speed view's streaming query computes."""
+    return aggregate(deduplicate(tweets))

@@ -34,8 +34,50 @@ def test_each_known_mistake_fails_with_its_hint(
     assert "expected" in result.feedback or "missing" in result.feedback
 
 
+def _by_author(tweet):
+    return tweet.author_id.encode()
+
+
+def _one_day_for_all(tweets):
+    """Every tweet on one day, and no deduplication."""
+    from pyspark.sql import functions as F
+
+    return tweets.groupBy(F.lit("2026-11-03").cast("date").alias("ingest_day"), "location").agg(
+        F.count("*").alias("tweet_count"),
+        F.sum("followers_count").alias("followers_sum"),
+        F.sum("like_count").alias("likes_sum"),
+        F.sum("retweet_count").alias("retweets_sum"),
+    )
+
+
+def _without_unknown(tweets):
+    """Drops the (unknown) location, as if it were not a place."""
+    from pyspark.sql import functions as F
+
+    return (
+        tweets.where("location <> '(unknown)'")
+        .dropDuplicates(["tweet_id"])
+        .groupBy(F.to_date("ingest_ts").alias("ingest_day"), "location")
+        .agg(
+            F.count("*").alias("tweet_count"),
+            F.sum("followers_count").alias("followers_sum"),
+            F.sum("like_count").alias("likes_sum"),
+            F.sum("retweet_count").alias("retweets_sum"),
+        )
+    )
+
+
 # Wrong answers written here, not taken from the grader: each must fail and say where.
 WRONG = {
+    "01.1": [
+        # A good enough key (by author), but nothing acknowledged.
+        {"acks": 0, "key_serializer": _by_author},
+        # The key as text, not bytes: the producer cannot send it.
+        {"acks": "all", "key_serializer": lambda tweet: tweet.tweet_id},
+        # A setting KafkaProducer does not have.
+        {"acks": "all", "key_serializer": _by_author, "no_such_setting": 1},
+    ],
+    "03.1": [_one_day_for_all, _without_unknown],
     "02.1": [
         # Counts tweets, but sums nothing: the measures are zero.
         "SELECT location, COUNT(*) AS tweet_count, 0 AS followers_sum, 0 AS likes_sum, "
@@ -76,6 +118,10 @@ WRONG = {
 }
 
 
+#: What the feedback names to say where an answer is wrong (a location, unless listed).
+WHERE = {"01.1": ("expected", "refused", "failed")}
+
+
 @pytest.mark.parametrize(
     ("exercise", "answer"),
     [(e, a) for e, ans in WRONG.items() for a in ans],
@@ -86,7 +132,7 @@ def test_other_wrong_answers_fail_naming_a_location(
 ) -> None:
     result = grading.grade(exercise, answer, settings=settings)
     assert result.passed is False
-    assert "location" in result.feedback
+    assert any(word in result.feedback for word in WHERE.get(exercise, ("location",)))
 
 
 def test_every_graded_exercise_has_wrong_answers_tested_here() -> None:
@@ -101,6 +147,29 @@ def test_an_unattempted_exercise_says_how_to_start_and_fails_nothing(
     assert result.passed is None
     assert "grade('02.1'" in result.feedback
     assert str(result).startswith("02.1 · not attempted")
+
+
+@pytest.mark.parametrize("exercise", ["01.1", "03.1"])
+def test_an_unattempted_code_exercise_says_how_to_start(settings: Settings, exercise: str) -> None:
+    result = grading.grade(exercise, None, settings=settings)
+    assert result.passed is None
+    assert f"grade('{exercise}'" in result.feedback
+
+
+def test_a_function_spark_refuses_is_feedback_not_a_crash(settings: Settings) -> None:
+    result = grading.grade(
+        "03.1", lambda tweets: tweets.groupBy("no_such_column").count(), settings=settings
+    )
+    assert result.passed is False
+    assert "no_such_column" in result.feedback
+
+
+def test_the_producer_exercise_observes_what_a_broker_acknowledged(settings: Settings) -> None:
+    """acks=1 is acknowledged by the leader too: a setting other than the reference's passes
+    when its effect is the same."""
+    answer = {"acks": 1, "key_serializer": lambda tweet: tweet.tweet_id.encode()}
+    result = grading.grade("01.1", answer, settings=settings)
+    assert result.passed is True, result.feedback
 
 
 def test_a_query_the_warehouse_refuses_is_feedback_not_a_crash(settings: Settings) -> None:

@@ -19,7 +19,9 @@ from lambda_demo.tutorial.grading import (
     dedup_then_cut,
     new_measure,
     non_additive,
+    producer_settings,
     serving_merge,
+    speed_aggregation,
 )
 from lambda_demo.tutorial.grading.base import Exercise, Mistake, Result
 
@@ -28,7 +30,9 @@ __all__ = ["EXERCISES", "Exercise", "Mistake", "Result", "grade", "reference"]
 EXERCISES: dict[str, Exercise] = {
     module.EXERCISE.id: module.EXERCISE
     for module in (
+        producer_settings,
         dedup_then_cut,
+        speed_aggregation,
         serving_merge,
         new_measure,
         non_additive,

@@ -42,9 +42,8 @@ smoke: env  ## one short loop in a throw-away home: stack, replay, speed, batch,
 	$(BIN)/lambda-demo batch && \
 	$(BIN)/lambda-demo check
 
-notebooks: env  ## re-execute every notebook in place, committing-ready outputs (one clean run)
-	$(BIN)/lambda-demo stack reset
-	$(BIN)/python -m lambda_demo.tutorial.notebooks execute
+notebooks: env  ## re-execute every notebook in place, each alone in a fresh home (committing-ready outputs)
+	$(BIN)/python -m lambda_demo.tutorial.notebooks execute --fresh-home
 
 drills: env  ## only the fault-injection drills
 	CI=1 $(BIN)/pytest -m drills tests

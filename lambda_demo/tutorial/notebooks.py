@@ -16,17 +16,23 @@ It also regenerates ``notebooks/README.md``, the table of contents.
 ``execute`` runs the numbered notebooks in order, then the solutions, each in a fresh
 ``python3`` kernel started in the notebook's folder, and saves it in place - but only if no
 cell produced an error and no output holds a local path, so committed outputs always come
-from one clean run (``make notebooks`` resets the stack first).
+from one clean run. ``--fresh-home`` (what ``make notebooks`` uses) gives each notebook a new,
+empty ``LAMBDA_DEMO_HOME`` and wipes it afterwards: every committed output then proves that
+its notebook runs alone, on a machine where no other notebook ever ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,8 +201,10 @@ def contents_page(infos: list[NotebookInfo], solutions: list[Path]) -> str:
         "# Notebooks: the Lambda Architecture, step by step",
         "",
         "Each one starts the embedded stack if needed and runs top to bottom in a fresh kernel",
-        "(`.venv/bin/jupyter lab notebooks/`). The committed outputs come from one clean run of",
-        "`make notebooks`. Each notebook ends with exercises; their solutions, which finish in",
+        "(`.venv/bin/jupyter lab notebooks/`). The committed outputs come from `make notebooks`,",
+        "which runs each notebook alone in a new, empty `LAMBDA_DEMO_HOME`, so every one is",
+        "proven to stand on its own. Each notebook ends with graded exercises",
+        "(`lambda_demo.grade`); their solutions, which finish in",
         '`assert`s, are in [`solutions/`](solutions/). "You need" is what to have *read*',
         'first (the notebooks do not need each other\'s data); "time" is for reading and the',
         "exercises, not the run time. The words they use are in the [glossary](GLOSSARY.md).",
@@ -290,11 +298,31 @@ def execute_one(path: Path, *, timeout: int = CELL_TIMEOUT_SECONDS) -> float:
     return time.monotonic() - started
 
 
-def execute(names: Sequence[str] = (), folder: Path = NOTEBOOKS_DIR) -> dict[str, float]:
+@contextmanager
+def fresh_home() -> Iterator[None]:
+    """A new, empty ``LAMBDA_DEMO_HOME`` for the kernels started inside; wiped on the way out
+    (``stack reset`` stops its services and deletes its data, wherever PostgreSQL keeps it)."""
+    before = os.environ.get("LAMBDA_DEMO_HOME")
+    home = tempfile.mkdtemp(prefix="lambda-demo-notebook-")
+    os.environ["LAMBDA_DEMO_HOME"] = home
+    try:
+        yield
+    finally:
+        cli = [sys.executable, "-m", "lambda_demo.cli", "stack", "reset"]
+        subprocess.run(cli, env=dict(os.environ), capture_output=True, check=False)
+        if before is None:
+            del os.environ["LAMBDA_DEMO_HOME"]
+        else:
+            os.environ["LAMBDA_DEMO_HOME"] = before
+
+
+def execute(
+    names: Sequence[str] = (), folder: Path = NOTEBOOKS_DIR, *, fresh: bool = False
+) -> dict[str, float]:
     """Numbered notebooks in order, then the solutions; raise at the end if any failed.
 
     A failed notebook is not saved, and the others still run: one broken notebook should
-    not leave the rest with stale outputs.
+    not leave the rest with stale outputs. ``fresh`` runs each in a `fresh_home`.
     """
     paths = numbered_notebooks(folder) + solution_notebooks(folder / "solutions")
     if names:
@@ -305,7 +333,11 @@ def execute(names: Sequence[str] = (), folder: Path = NOTEBOOKS_DIR) -> dict[str
         label = path.relative_to(folder).as_posix()
         print(f"executing {label} ...", flush=True)
         try:
-            timings[label] = execute_one(path)
+            if fresh:
+                with fresh_home():
+                    timings[label] = execute_one(path)
+            else:
+                timings[label] = execute_one(path)
         except NotebookError as exc:
             failures.append(str(exc))
             print(f"  FAILED (not saved): {label}", flush=True)
@@ -326,13 +358,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("nav", help="insert navigation cells and regenerate notebooks/README.md")
     run = commands.add_parser("execute", help="run every notebook in place (clean outputs only)")
     run.add_argument("names", nargs="*", help="only these notebooks (file names)")
+    run.add_argument(
+        "--fresh-home",
+        action="store_true",
+        help="each notebook in a new, empty LAMBDA_DEMO_HOME (wiped afterwards)",
+    )
     args = parser.parse_args(argv)
     if args.command == "nav":
         for path in nav():
             print(f"updated {path.relative_to(REPO_ROOT).as_posix()}")
         return 0
     try:
-        execute(args.names)
+        execute(args.names, fresh=args.fresh_home)
     except NotebookError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ its navigation line resolves, and no notebook shows code as printed source text.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def test_each_notebook_opens_with_links_to_the_contents_and_the_glossary(path: P
     assert {Path(t).name for t in targets} >= {"README.md", notebooks.GLOSSARY}
     for target in targets:
         assert (path.parent / target).is_file(), f"{path.name} links to missing {target}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_cell_has_an_id(path: Path) -> None:
+    """nbformat still invents missing ids with a warning, and will refuse them later."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    assert [i for i, cell in enumerate(cells) if "id" not in cell] == []
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)

@@ -93,10 +93,19 @@ class Exercise(ABC):
         problem = self.difference(self.expected(), got)
         if problem is None:
             return Result(self.id, True, "right on every case of the scenario.")
-        for mistake in self.mistakes:
-            if self.difference(self.mistake_outcome(mistake, scenario), got) is None:
+        for index, mistake in enumerate(self.mistakes):
+            key = (self.id, index)
+            if key not in _MISTAKE_OUTCOMES:
+                _MISTAKE_OUTCOMES[key] = self.mistake_outcome(mistake, scenario)
+            if self.difference(_MISTAKE_OUTCOMES[key], got) is None:
                 return Result(self.id, False, f"{problem}. Hint: {mistake.hint}")
         return Result(self.id, False, problem)
+
+
+_MISTAKE_OUTCOMES: dict[tuple[str, int], Any] = {}
+"""What each known mistake produced, by (exercise, mistake): a scenario is the same at every
+grading, so a mistake's outcome is too. Worked out once per kernel, a wrong answer to an
+exercise that runs Spark costs one streaming run, not one per known mistake."""
 
 
 def unattempted(answer: Any) -> bool:

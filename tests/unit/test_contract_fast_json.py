@@ -1,4 +1,6 @@
-"""orjson reads the contract's records faster; `json` must still decide every edge case.
+"""The contract's fast paths must reach the verdicts of its plain ones.
+
+orjson reads the contract's records faster; `json` must still decide every edge case.
 
 The contract reads a line with orjson when that certainly gives what ``json`` gives. These
 tests compare every verdict with the one ``json`` alone reaches (the fast reading switched
@@ -8,12 +10,15 @@ off), on the edge cases where the two libraries differ and on mutated records.
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from unittest import mock
 
 import pytest
+import tweepy
 
 from lambda_demo import contract
 from lambda_demo.contract import FlatTweet
+from lambda_demo.ingestion.clock import format_utc
 
 FLAT = FlatTweet("12", "2024-03-01T00:00:00.000Z", "7", "Lisbon", 4, 5, 6, ("a",), "pt", "t")
 API = (
@@ -78,3 +83,19 @@ def test_the_fast_reading_gives_json_verdicts_on_mutated_records() -> None:
 def test_the_fast_reading_is_used_for_ordinary_records() -> None:
     with mock.patch.object(contract.json, "loads", side_effect=AssertionError("json used")):
         assert contract.parse_flat(FLAT.to_json_bytes()) == FLAT
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 3, 4, 5, 6, 7, 123456, tzinfo=UTC),
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_tweepy_reads_back_every_normalised_timestamp(moment: datetime) -> None:
+    """Why the contract need not hand tweepy the tweet's ``created_at``: tweepy's parser
+    reads the normalised form back as the same instant, so it could never refuse it."""
+    stamp = format_utc(moment)
+    assert format_utc(tweepy.utils.parse_datetime(stamp)) == stamp

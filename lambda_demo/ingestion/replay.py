@@ -19,16 +19,20 @@ import gzip
 import hashlib
 import json
 import logging
+import multiprocessing
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from multiprocessing.queues import Queue
 from pathlib import Path
+from queue import Empty
 
 from tqdm.auto import tqdm
 
 from lambda_demo.clients import kafka_io
 from lambda_demo.contract import due_time
+from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import SimulatedClock, format_utc, to_millis
-from lambda_demo.ingestion.handler import IngestCounts, TweetHandler
+from lambda_demo.ingestion.handler import IngestCounts, Prepared, TweetHandler, judge, prepare
 from lambda_demo.settings import REPO_ROOT, Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -150,6 +154,14 @@ def _replay_round(
     loop_round: int,
     progress: bool,
 ) -> None:
+    # Flat out, parsing gets a process of its own, started first so that it is up while
+    # this one reads which lines Kafka already has.
+    in_worker = clock.speedup == 0 and sum(p.stat().st_size for p in files) >= WORKER_FROM_BYTES
+    lines = (
+        judged_in_worker(files, loop_round, handler.partitions)
+        if in_worker
+        else judged_lines(files, loop_round, handler.partitions)
+    )
     source = source_id(files, start, loop_round)
     delivered = delivered_lines(settings, source)
     if delivered:
@@ -157,34 +169,104 @@ def _replay_round(
     shift = None
     # Counting lines means reading the files twice: only worth it for a progress bar.
     total = sum(1 for path in files for _ in read_lines(path)) if progress else None
-    lines = (line for path in files for line in read_lines(path))
-    if loop_round:
-        span = _span_days(files)
-        lines = (relabel(line, shift=loop_round * span) for line in lines)
     bar = tqdm(total=total, unit="line", desc="replay", disable=not progress, mininterval=0.5)
     skipped = 0
-    with bar:
-        for number, raw in enumerate(lines):
+    source_header = ("replay-source", source.encode())
+    with bar, contextlib.closing(lines):
+        for number, (raw, prepared, due) in enumerate(lines):
             bar.update(1)
-            routed = handler.route(raw)
-            due = due_time(raw, routed[3] if routed else None)
             if due is not None and shift is None:
                 shift = (start - due) if start else timedelta(0)
-            already_sent = routed is not None and number in delivered
+            already_sent = prepared is not None and number in delivered
             ingest = clock.tick(
                 due + shift if due and shift is not None else None, pace=not already_sent
             )
-            if routed is None:
+            if prepared is None:
                 continue
             if already_sent:
                 skipped += 1
                 continue
-            handler.handle(
+            handler.send(
                 raw,
+                prepared,
                 ingest_ms=to_millis(ingest),
-                headers=[("replay-source", source.encode()), ("replay-line", str(number).encode())],
-                routed=routed,
+                headers=[source_header, ("replay-line", str(number).encode())],
             )
     if skipped:
         logger.info("skipped %d lines Kafka already had", skipped)
     handler.flush()
+
+
+Judged = tuple[bytes, Prepared | None, datetime | None]
+"""One line of a replay round: its bytes, how it is sent (None: a blank line), its due time."""
+
+WORKER_FROM_BYTES = 512 * 1024
+"""Input size from which a flat-out replay parses in a worker process (starting one takes
+about half a second; parsing 512 KiB of gzipped tweets takes longer)."""
+_BLOCK_LINES = 2_000  # lines per hand-over from the parsing process
+
+
+def judged_lines(files: list[Path], loop_round: int, partitions: int) -> Iterator[Judged]:
+    """Every line of one round, judged by the handler's rules (`handler.judge`), in order."""
+    lines: Iterator[bytes] = (line for path in files for line in read_lines(path))
+    if loop_round:
+        span = _span_days(files)
+        lines = (relabel(line, shift=loop_round * span) for line in lines)
+    for raw in lines:
+        judged = judge(raw, partitions)
+        if judged is None:
+            yield raw, None, due_time(raw)
+        else:
+            yield raw, prepare(*judged), due_time(raw, judged[2])
+
+
+def judged_in_worker(files: list[Path], loop_round: int, partitions: int) -> Iterator[Judged]:
+    """`judged_lines`, computed in a worker process while this one sends.
+
+    Parsing and validating a line costs about as much as kafka-python's ``send``; in one
+    process the two take turns on one core. The worker hands over blocks of judged lines
+    through a bounded queue, so it runs at most a few blocks ahead. It is stopped when the
+    round ends, or when the sender stops early.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(maxsize=8)
+    worker = context.Process(
+        target=_judge_into, args=(queue, files, loop_round, partitions), daemon=True
+    )
+    worker.start()
+    try:
+        while True:
+            try:
+                block = queue.get(timeout=1.0)
+            except Empty:
+                if not worker.is_alive():
+                    raise LambdaDemoError(
+                        f"The replay's parsing process stopped (exit code {worker.exitcode}) "
+                        "before the end of the files: run the replay again, it resumes."
+                    ) from None
+                continue
+            if block is None:
+                return
+            if isinstance(block, BaseException):
+                raise block
+            yield from block
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+        queue.close()
+
+
+def _judge_into(queue: Queue, files: list[Path], loop_round: int, partitions: int) -> None:
+    """The worker process: judged lines in blocks, then None (or the exception it hit)."""
+    try:
+        block: list[Judged] = []
+        for judged in judged_lines(files, loop_round, partitions):
+            block.append(judged)
+            if len(block) >= _BLOCK_LINES:
+                queue.put(block)
+                block = []
+        queue.put(block)
+        queue.put(None)
+    except Exception as exc:  # handed to the sender, which raises it
+        queue.put(exc)

@@ -14,11 +14,17 @@ Why the objects look the way they do:
 * **One ingest date per object** (and at most 50,000 records), under ``ingest_date=...``: the
   batch view cuts at a day boundary, and a day's objects are one prefix to list or delete in
   a lifecycle rule.
-* **Deterministic bytes** (offset order, fixed JSON layout, gzip with ``mtime=0``): writing an
-  object twice writes the same bytes, so "rewrite" can never mean "modify".
-* **The raw value, undecoded**: garbage from a foreign producer is archived too. Judging it is
-  the loader's job; the master dataset keeps what Kafka had, bytes that are not UTF-8
-  included (base64 in ``value_b64``).
+* **Deterministic bytes** (offset order, fixed JSON layout, gzip at `GZIP_LEVEL` with
+  ``mtime=0``): writing an object twice writes the same bytes, so "rewrite" can never mean
+  "modify".
+* **The raw value, undecoded**: garbage from a foreign producer is archived too; the master
+  dataset keeps what Kafka had, bytes that are not UTF-8 included (base64 in ``value_b64``).
+* **Judged once, here**: right after each raw object, its staged copy is written
+  (`lambda_demo.batch.staging`): the records judged by the contract, as rows ready for the
+  warehouse's ``COPY``, and the quarantined ones. The loader streams it, after checking that
+  it belongs to the raw object's very bytes (else it rebuilds it from them). A large run
+  writes (and judges) its objects in `WRITERS` worker processes while this one reads Kafka;
+  offsets are still committed in order, each after its object is written.
 
 **The master dataset checks itself.** Trusting S3's high-water mark alone would turn a
 recreated, truncated or expired topic into a silent, permanent gap. Before it appends to a

@@ -19,12 +19,14 @@ import gzip
 import hashlib
 import json
 import logging
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from multiprocessing.queues import Queue
 from pathlib import Path
-from queue import Empty
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -200,9 +202,9 @@ def _replay_round(
 Judged = tuple[bytes, Prepared | None, datetime | None]
 """One line of a replay round: its bytes, how it is sent (None: a blank line), its due time."""
 
-WORKER_FROM_BYTES = 512 * 1024
-"""Input size from which a flat-out replay parses in a worker process (starting one takes
-about half a second; parsing 512 KiB of gzipped tweets takes longer)."""
+WORKER_FROM_BYTES = 2 * 2**20
+"""Input size from which a flat-out replay parses in a worker process: starting one takes
+about half a second, which a replay of some 20,000 lines (2 MiB gzipped) wins back."""
 _BLOCK_LINES = 2_000  # lines per hand-over from the parsing process
 
 
@@ -224,49 +226,62 @@ def judged_in_worker(files: list[Path], loop_round: int, partitions: int) -> Ite
     """`judged_lines`, computed in a worker process while this one sends.
 
     Parsing and validating a line costs about as much as kafka-python's ``send``; in one
-    process the two take turns on one core. The worker hands over blocks of judged lines
-    through a bounded queue, so it runs at most a few blocks ahead. It is stopped when the
-    round ends, or when the sender stops early.
+    process the two take turns on one core. The worker is a plain ``python -c`` that imports
+    only this module (``multiprocessing``'s spawn would import the caller's main module too,
+    which for the benchmarks means Spark); it writes blocks of judged lines as pickles to a
+    pipe, whose buffer keeps it at most a few blocks ahead. It is stopped when the round ends,
+    or when the sender stops early.
     """
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue(maxsize=8)
-    worker = context.Process(
-        target=_judge_into, args=(queue, files, loop_round, partitions), daemon=True
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": python_path},
     )
-    worker.start()
+    assert worker.stdin is not None and worker.stdout is not None
     try:
+        pickle.dump((files, loop_round, partitions), worker.stdin)
+        worker.stdin.close()
         while True:
             try:
-                block = queue.get(timeout=1.0)
-            except Empty:
-                if not worker.is_alive():
-                    raise LambdaDemoError(
-                        f"The replay's parsing process stopped (exit code {worker.exitcode}) "
-                        "before the end of the files: run the replay again, it resumes."
-                    ) from None
-                continue
+                block = pickle.load(worker.stdout)
+            except EOFError:
+                raise LambdaDemoError(
+                    f"The replay's parsing process stopped (exit code {worker.wait()}) before "
+                    "the end of the files: run the replay again, it resumes."
+                ) from None
             if block is None:
                 return
             if isinstance(block, BaseException):
                 raise block
             yield from block
     finally:
-        if worker.is_alive():
+        if worker.poll() is None:
             worker.kill()
-        worker.join()
-        queue.close()
+        worker.wait()
+        worker.stdout.close()
 
 
-def _judge_into(queue: Queue, files: list[Path], loop_round: int, partitions: int) -> None:
+_WORKER = (
+    "import sys; from lambda_demo.ingestion.replay import _judge_into; "
+    "_judge_into(sys.stdin.buffer, sys.stdout.buffer)"
+)
+
+
+def _judge_into(source: BinaryIO, sink: BinaryIO) -> None:
     """The worker process: judged lines in blocks, then None (or the exception it hit)."""
+    files, loop_round, partitions = pickle.load(source)
     try:
         block: list[Judged] = []
         for judged in judged_lines(files, loop_round, partitions):
             block.append(judged)
             if len(block) >= _BLOCK_LINES:
-                queue.put(block)
+                pickle.dump(block, sink, protocol=pickle.HIGHEST_PROTOCOL)
                 block = []
-        queue.put(block)
-        queue.put(None)
+        pickle.dump(block, sink, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(None, sink)
     except Exception as exc:  # handed to the sender, which raises it
-        queue.put(exc)
+        pickle.dump(exc, sink)
+    sink.flush()

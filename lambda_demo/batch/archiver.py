@@ -41,20 +41,24 @@ otherwise the batch stops, naming the object (`DamagedObject`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
 import logging
-import multiprocessing
+import os
+import pickle
 import re
+import subprocess
+import sys
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
-from typing import NamedTuple
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 from botocore.client import BaseClient
 from kafka import KafkaConsumer, TopicPartition
@@ -243,48 +247,115 @@ class _Writers:
     """Writes chunks (raw object + staged copy) in this process, or in ``workers`` worker
     processes while this one goes on reading Kafka: judging the records is CPU work, and
     it parallelises across objects. `finished` yields written chunks in the order they
-    were handed over, so offsets are committed in order."""
+    were handed over, so offsets are committed in order.
+
+    A worker is a plain ``python -c`` that imports only this module and reads chunks from a
+    pipe (``multiprocessing``'s spawn would import the caller's main module too, and refuse
+    a script without an ``if __name__ == "__main__"`` guard).
+    """
 
     def __init__(self, settings: Settings, s3: BaseClient, *, workers: int) -> None:
         self.settings = settings
         self.s3 = s3
-        self.pool = (
-            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            if workers
-            else None
-        )
-        self.pending: deque[tuple[Future[str], TopicPartition, int, int]] = deque()
+        package_root = str(Path(__file__).resolve().parents[2])
+        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        self.workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WRITER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": python_path},
+            )
+            for _ in range(workers)
+        ]
+        self.turn = 0
+        # (worker index, or the key already written here), partition, last offset, records
+        self.pending: deque[tuple[int | str, TopicPartition, int, int]] = deque()
 
     def write(self, tp: TopicPartition, chunk: list[ArchiveRecord]) -> None:
-        if self.pool is None:
-            future: Future[str] = Future()
-            future.set_result(_put(self.s3, self.settings, chunk))
-        else:
-            future = self.pool.submit(_put_in_worker, self.settings, chunk)
-        self.pending.append((future, tp, chunk[-1].offset, len(chunk)))
+        if not self.workers:
+            key = _put(self.s3, self.settings, chunk)
+            self.pending.append((key, tp, chunk[-1].offset, len(chunk)))
+            return
+        index, self.turn = self.turn, (self.turn + 1) % len(self.workers)
+        pipe = self.workers[index].stdin
+        assert pipe is not None
+        try:
+            pickle.dump((self.settings, chunk), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+            pipe.flush()
+        except BrokenPipeError:
+            self._stopped(index)
+        self.pending.append((index, tp, chunk[-1].offset, len(chunk)))
 
     def finished(self, *, keep: int) -> Iterator[tuple[str, TopicPartition, int, int]]:
         """(key, partition, last offset, records) of written chunks, oldest first, until at
         most ``keep`` are still being written (a bound on the chunks held in memory)."""
         while len(self.pending) > keep:
-            future, tp, end, count = self.pending.popleft()
-            yield future.result(), tp, end, count
+            done, tp, end, count = self.pending.popleft()
+            if isinstance(done, int):
+                pipe = self.workers[done].stdout
+                assert pipe is not None
+                try:
+                    done = pickle.load(pipe)
+                except EOFError:
+                    self._stopped(done)
+                if isinstance(done, BaseException):
+                    raise done
+            yield str(done), tp, end, count
+
+    def _stopped(self, index: int) -> None:
+        code = self.workers[index].wait()
+        raise LambdaDemoError(
+            f"An archive writer process stopped (exit code {code}). Run the batch again: it "
+            "resumes from what S3 holds."
+        )
 
     def __enter__(self) -> _Writers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self.workers:
+            if worker.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    worker.stdin.close()  # end of input: the worker exits
+            if exc[0] is not None:
+                worker.kill()  # stop at once: whatever it was writing is rewritten next run
+            worker.wait()
+            if worker.stdout is not None:
+                worker.stdout.close()
 
 
-_WORKER_S3: list[BaseClient] = []  # a worker process's S3 client, made on its first chunk
+_WRITER = (
+    "import sys; from lambda_demo.batch.archiver import _write_from; "
+    "_write_from(sys.stdin.buffer, sys.stdout.buffer)"
+)
 
 
-def _put_in_worker(settings: Settings, chunk: list[ArchiveRecord]) -> str:
-    if not _WORKER_S3:
-        _WORKER_S3.append(storage.s3_client(settings))
-    return _put(_WORKER_S3[0], settings, chunk)
+def _write_from(source: BinaryIO, sink: BinaryIO) -> None:
+    """A writer process: for each chunk read from ``source``, its key (or the exception)."""
+    s3: BaseClient | None = None
+    while True:
+        try:
+            settings, chunk = pickle.load(source)
+        except EOFError:
+            return
+        result: object
+        try:
+            s3 = s3 or storage.s3_client(settings)
+            result = _put(s3, settings, chunk)
+        except Exception as exc:  # handed to the reader, which raises it
+            result = picklable(exc)
+        pickle.dump(result, sink)
+        sink.flush()
+
+
+def picklable(exc: Exception) -> Exception:
+    """``exc``, or a `LambdaDemoError` with its words when it cannot cross a pipe."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return LambdaDemoError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _fill_holes(

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from lambda_demo.batch.archiver import picklable
 from lambda_demo.clients import kafka_io
 from lambda_demo.contract import due_time
 from lambda_demo.errors import LambdaDemoError
@@ -283,5 +284,5 @@ def _judge_into(source: BinaryIO, sink: BinaryIO) -> None:
         pickle.dump(block, sink, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(None, sink)
     except Exception as exc:  # handed to the sender, which raises it
-        pickle.dump(exc, sink)
+        pickle.dump(picklable(exc), sink)
     sink.flush()

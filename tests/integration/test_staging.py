@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import pytest
 from helpers import DAY0, Delivery, as_dict, expected_view, produce, query, tweet
 
-from lambda_demo.batch import staging
+from lambda_demo.batch import archiver, staging
 from lambda_demo.batch.archiver import CHECKSUM_METADATA, list_archived
 from lambda_demo.batch.loader import read_object, staged_copy
 from lambda_demo.batch.run import run_batch
@@ -152,3 +152,27 @@ def test_a_changed_raw_object_wins_over_its_old_staged_copy(settings: Settings) 
 
     assert staged.manifest["source_sha256"] == hashlib.sha256(changed).hexdigest()
     assert "Atlantis" in gzip.decompress(staged.rows_body).decode()
+
+
+def _everything(settings: Settings, s3) -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket=settings.s3_bucket)
+    keys = [item["Key"] for item in listing.get("Contents", []) if not item["Key"].endswith("/")]
+    return {key: s3.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_writer_processes_write_the_same_bytes_as_one_process(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    produce(settings, _deliveries())
+    archiver.archive(settings, progress=False)
+    s3 = storage.s3_client(settings)
+    here = _everything(settings, s3)
+
+    other = settings.model_copy(update={"s3_bucket": settings.s3_bucket + "-workers"})
+    storage.ensure_bucket(other)
+    monkeypatch.setattr(archiver, "PARALLEL_FROM", 0)  # a run this small, in worker processes
+    result = archiver.archive(other, progress=False)
+
+    assert result.records_archived == len(_deliveries())
+    assert any(key.startswith("staging/manifests/") for key in here)
+    assert _everything(other, s3) == here

@@ -248,7 +248,10 @@ def read_manifest(raw_key: str, body: bytes, *, raw_sha256: str, dialect: str) -
 def check_rows(manifest: dict[str, object], rows_body: bytes) -> Staged:
     """The staged copy, once its rows object is the one the manifest names."""
     if hashlib.sha256(rows_body).hexdigest() != manifest["rows_sha256"]:
-        raise StaleStaging(f"{manifest['rows_key']} is not what its manifest says was written")
+        raise StaleStaging(
+            f"{manifest['source']}: its staged rows {manifest['rows_key']} are not what its "
+            "manifest says was written"
+        )
     return Staged(str(manifest["rows_key"]), rows_body, manifest)
 
 

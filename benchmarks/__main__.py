@@ -20,7 +20,7 @@ from lambda_demo.ingestion.replay import replay
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
-NAMES = ("ingest", "batch", "recompute", "speed", "freshness", "growth", "demo")
+NAMES = ("ingest", "batch", "batch1m", "recompute", "speed", "freshness", "growth", "demo")
 
 
 def load() -> dict:
@@ -56,6 +56,8 @@ def run_on_private_stack(
             topic = prepared.topic
         if "batch" in only:
             step("batch", batch.archive_and_load(home, topic, repeats=repeats))
+        if "batch1m" in only:
+            step("batch1m", batch.batch_1m(home, tweets=100_000 if args.quick else 1_000_000))
         schema = None
         if only & {"recompute", "freshness"}:
             found, recomputed = batch.recompute_1m(home, tweets=1_000_000, repeats=repeats)

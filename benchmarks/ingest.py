@@ -16,7 +16,8 @@ from lambda_demo.contract import FlatTweet, parse_api_tweet
 from lambda_demo.ingestion.replay import read_lines, replay
 from lambda_demo.stack import jvm
 
-TARGET_TWEETS_PER_SECOND = 30_000
+TARGET_TWEETS_PER_SECOND = 25_000
+TARGET_RATIO_VS_PRODUCER_PERFORMANCE = 0.25
 
 
 def ours(home: Path, sample: Path) -> tuple[float, int, object]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import tweepy
 
 from lambda_demo.ingestion.clock import format_utc, from_millis, to_millis
@@ -57,6 +58,8 @@ _TIMESTAMP = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,9}))?(?:Z|\+00:00)"
 )
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")  # see _fast_object
+_FAST_MAX_BRACKETS = 200  # far below any recursion limit; a tweet has a few dozen
 # Best-effort scan for due_time() when a line is not JSON at all (e.g. truncated).
 _CREATED_AT_FIELD = re.compile(r'"created_at"\s*:\s*"([^"\\]{1,64})"')
 # JSON may carry "\ud800" escapes that decode to lone surrogates, which UTF-8 cannot encode.
@@ -123,7 +126,7 @@ class FlatTweet:
     @classmethod
     def from_json_bytes(cls, raw: bytes) -> FlatTweet:
         """Read a flat record under the rules of `parse_flat`; raises `InvalidRecord`."""
-        return _flat_from_record(_load_object(_decode(raw)))
+        return _flat_from_record(_fast_object(raw) or _load_object(_decode(raw)))
 
 
 def location_key(raw: object) -> str:
@@ -168,10 +171,13 @@ def parse_api_tweet(raw: bytes | str) -> FlatTweet | Rejected | None:
     stream client builds, so a replay exercises the same parsing as the live path.
     """
     try:
-        text = _decode(raw)
-        if not text.strip():
-            return None
-        return _flat_from_api(_load_object(text))
+        obj = _fast_object(raw)
+        if obj is None:
+            text = _decode(raw)
+            if not text.strip():
+                return None
+            obj = _load_object(text)
+        return _flat_from_api(obj)
     except InvalidRecord as exc:
         return Rejected(exc.reason, exc.detail)
 
@@ -382,13 +388,14 @@ def _flat_from_api(obj: dict[str, Any]) -> FlatTweet:
             "bad_text", f"data.text must be a string, got {_show(data.get('text'))}"
         )
 
-    tweet, user = _models(data, user_data, created_at=format_utc(created_at))
+    stamp = format_utc(created_at)
+    tweet, user = _models(data, user_data)
     entities = tweet.entities if isinstance(tweet.entities, dict) else {}
     hashtags = entities.get("hashtags")
     return _refuse_nul(
         FlatTweet(
             tweet_id=tweet_id,  # the original digits: tweepy's int would drop leading zeros
-            created_at=format_utc(tweet.created_at),
+            created_at=stamp,
             author_id=author_id,
             location=location_key(user.location),
             followers_count=user.public_metrics["followers_count"],
@@ -405,16 +412,18 @@ def _flat_from_api(obj: dict[str, Any]) -> FlatTweet:
     )
 
 
-def _models(
-    data: dict[str, Any], user_data: dict[str, Any], *, created_at: str
-) -> tuple[tweepy.Tweet, tweepy.User]:
+def _models(data: dict[str, Any], user_data: dict[str, Any]) -> tuple[tweepy.Tweet, tweepy.User]:
     """Build tweepy's models from validated dicts; whatever they refuse becomes a rejection.
 
-    tweepy's parser insists on fractional seconds, so it gets the normalised timestamp; and a
-    missing ``edit_history_tweet_ids`` (always sent by the API) would make it emit a warning
-    per record, so it defaults to the tweet's own id.
+    The tweet's ``created_at`` is already read (`_parse_utc`), so tweepy is not handed it: its
+    parser (``strptime``, a third of the models' cost) insists on fractional seconds, and of
+    the normalised form ``format_utc`` writes it reads back the same instant for every year
+    1..9999 (``tests/unit/test_contract_fast_json.py``), so it could neither refuse the
+    record nor change it. A missing ``edit_history_tweet_ids`` (always sent by the API)
+    would make tweepy emit a warning per record, so it defaults to the tweet's own id.
     """
-    tweet_data = {"edit_history_tweet_ids": [data["id"]], **data, "created_at": created_at}
+    tweet_data = {"edit_history_tweet_ids": [data["id"]], **data}
+    del tweet_data["created_at"]
     try:
         return tweepy.Tweet(tweet_data), tweepy.User(user_data)
     except Exception as exc:  # third-party code on hostile input: any failure is a rejection
@@ -482,6 +491,30 @@ def _decode(raw: bytes | str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRecord("not_utf8", f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from exc
+
+
+def _fast_object(raw: bytes | str) -> dict[str, Any] | None:
+    """The JSON object in ``raw`` read by orjson, when that is certainly what `_load_object`
+    would read (a few times faster); None when it is not, or for anything but an object.
+
+    orjson refuses all that ``json`` refuses here (invalid UTF-8, NaN, ``1e400``, nesting
+    deeper than 1024) and more (lone surrogate escapes): those fall through to the one
+    reading that decides, ``json``'s. It reads two things differently, so such lines are
+    left to ``json`` too: an integer beyond 64 bits (a float, not an int), found as a run of
+    20 digits or of 19 after a minus; and nesting between Python's recursion limit and 1024
+    (valid for orjson), found as more than `_FAST_MAX_BRACKETS` opening brackets.
+    """
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if data.count(b"[") + data.count(b"{") > _FAST_MAX_BRACKETS:
+        return None
+    digits = data.translate(_DIGITS_AS_ZERO)  # a run of digits becomes a run of b"0"
+    if b"00000000000000000000" in digits or b"-0000000000000000000" in digits:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _load_object(text: str) -> dict[str, Any]:

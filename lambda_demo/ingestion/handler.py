@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
@@ -32,6 +33,42 @@ def partition_for(key: bytes, partitions: int) -> int:
     the last line Kafka already has (see ``lambda_demo.ingestion.replay``).
     """
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Prepared(NamedTuple):
+    """A judged payload in plain values, ready to send (and cheap to hand from a parsing
+    process to the sending one): a dead letter has a ``reason`` and no ``value`` (its raw
+    bytes are sent), a tweet its flat record as ``value``."""
+
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    reason: str | None = None
+    detail: str | None = None
+
+
+def judge(raw: bytes, partitions: int) -> tuple[int, bytes | None, FlatTweet | Rejected] | None:
+    """(partition, key, verdict) of one payload; None for a blank line (a keep-alive).
+
+    A rejected payload goes to the dead-letter topic's partition 0, without a key.
+    """
+    if len(raw) > MAX_RECORD_BYTES:
+        # Too big for Kafka as it is; dead-lettered with its head only (see ``send``).
+        return 0, None, Rejected("too_large", f"{len(raw)} bytes")
+    parsed = parse_api_tweet(raw)
+    if parsed is None:
+        return None
+    if isinstance(parsed, Rejected):
+        return 0, None, parsed
+    key = parsed.tweet_id.encode()
+    return partition_for(key, partitions), key, parsed
+
+
+def prepare(partition: int, key: bytes | None, verdict: FlatTweet | Rejected) -> Prepared:
+    """What `TweetHandler.send` needs of a judged payload."""
+    if isinstance(verdict, Rejected):
+        return Prepared(partition, key, None, verdict.reason, verdict.detail)
+    return Prepared(partition, key, verdict.to_json_bytes())
 
 
 @dataclass
@@ -79,16 +116,12 @@ class TweetHandler:
 
     def route(self, raw: bytes) -> tuple[str, int, bytes | None, FlatTweet | Rejected] | None:
         """Where a payload goes: (topic, partition, key, parsed), or None for a blank line."""
-        if len(raw) > MAX_RECORD_BYTES:
-            # Too big for Kafka as it is; dead-lettered with its head only (see ``handle``).
-            return self.dlq_topic, 0, None, Rejected("too_large", f"{len(raw)} bytes")
-        parsed = parse_api_tweet(raw)
-        if parsed is None:
+        judged = judge(raw, self.partitions)
+        if judged is None:
             return None
-        if isinstance(parsed, Rejected):
-            return self.dlq_topic, 0, None, parsed
-        key = parsed.tweet_id.encode()
-        return self.topic, partition_for(key, self.partitions), key, parsed
+        partition, key, parsed = judged
+        topic = self.dlq_topic if isinstance(parsed, Rejected) else self.topic
+        return topic, partition, key, parsed
 
     def handle(
         self,
@@ -102,21 +135,42 @@ class TweetHandler:
         routed = routed or self.route(raw)
         if routed is None:
             return
-        topic, partition, key, parsed = routed
-        refused = ingest_time_rejection(ingest_ms)
-        if refused is not None and not isinstance(parsed, Rejected):
-            # A replayed tweet dated before the first tweet: every layer would quarantine it.
-            topic, partition, key, parsed = self.dlq_topic, 0, None, refused
-        self.counts.read += 1
+        _, partition, key, parsed = routed
+        self.send(raw, prepare(partition, key, parsed), ingest_ms=ingest_ms, headers=headers)
+
+    def send(
+        self,
+        raw: bytes,
+        prepared: Prepared,
+        *,
+        ingest_ms: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send one judged payload to its topic (asynchronously; ``flush`` waits for the acks)."""
+        partition, key, value, reason, detail = prepared
+        if reason is None:
+            refused = ingest_time_rejection(ingest_ms)
+            if refused is not None:
+                # A replayed tweet dated before the first tweet: every layer would quarantine it.
+                partition, key, value, reason, detail = (
+                    0,
+                    None,
+                    None,
+                    refused.reason,
+                    refused.detail,
+                )
+        counts = self.counts
+        counts.read += 1
         headers = list(headers or [])
-        if isinstance(parsed, Rejected):
+        if reason is not None:
+            topic = self.dlq_topic
             value = raw[:TRUNCATE_BYTES] if len(raw) > MAX_RECORD_BYTES else raw
-            headers += [("reason", parsed.reason.encode()), ("detail", parsed.detail.encode())]
-            self.counts.dead_lettered += 1
-            self.counts.reasons[parsed.reason] = self.counts.reasons.get(parsed.reason, 0) + 1
+            headers += [("reason", reason.encode()), ("detail", (detail or "").encode())]
+            counts.dead_lettered += 1
+            counts.reasons[reason] = counts.reasons.get(reason, 0) + 1
         else:
-            value = parsed.to_json_bytes()
-            self.counts.produced += 1
+            topic = self.topic
+            counts.produced += 1
         future = self.producer.send(
             topic,
             value=value,
@@ -125,7 +179,7 @@ class TweetHandler:
             timestamp_ms=ingest_ms,
             headers=headers,
         )
-        future.add_errback(self.counts._failed)
+        future.add_errback(counts._failed)
 
     def flush(self) -> None:
         self.producer.flush()

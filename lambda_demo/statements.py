@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +24,7 @@ from psycopg2 import sql
 from lambda_demo import status as status_sql
 from lambda_demo import view
 from lambda_demo.batch import loader, recompute
+from lambda_demo.batch.staging import Staged
 from lambda_demo.clients import warehouse
 from lambda_demo.clients.dialect import WORDS, Dialect, render
 from lambda_demo.serving import reads
@@ -54,7 +56,7 @@ def _rows(statements: list[str], template: str) -> list[str]:
 
 
 class _Recorder:
-    """Stands in for a cursor and an S3 client: keeps the statements the loader issues."""
+    """Stands in for a cursor: keeps the statements the loader issues."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.connection = SimpleNamespace(dialect=dialect)  # what `warehouse.dialect_of` reads
@@ -63,18 +65,15 @@ class _Recorder:
     def execute(self, query: Any, params: Any = None) -> None:
         self.seen.append(render(query))
 
-    def copy_expert(self, query: Any, file: Any) -> None:
+    def copy_expert(self, query: Any, file: Any, size: int = 8192) -> None:
         self.seen.append(render(query))
-
-    def put_object(self, **kwargs: Any) -> None:
-        pass
 
 
 def _copy(settings: Settings) -> str:
     """The loader's COPY of one object's rows, from the loader's own code path."""
     recorder = _Recorder(settings.warehouse_dialect)
-    row = tuple(None for _ in loader.raw_columns())
-    loader._copy_rows(recorder, [row], settings=settings, s3=recorder, object_key="example")
+    staged = Staged(rows_key="example", rows_body=gzip.compress(b""), manifest={"rows": 1})
+    loader._copy_rows(recorder, staged, settings=settings)
     (statement,) = recorder.seen
     return statement
 

@@ -31,7 +31,7 @@ from lambda_demo.stack.process import (
     stop,
     write_private,
 )
-from lambda_demo.stack.services import SERVICES, Service
+from lambda_demo.stack.services import CLUSTER_SERVICES, SERVICES, Service, link, services_for
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class ServiceStatus:
     version: str
     up: bool
     problem: str | None = None
+    details: dict | None = None
+    """More that the service says about itself (the Spark master: its web UI, its workers)."""
 
 
 def _load(settings: Settings) -> dict:
@@ -77,12 +79,22 @@ def up(settings: Settings | None = None) -> list[ServiceStatus]:
 
 
 def _up(settings: Settings) -> list[ServiceStatus]:
+    """Start every service that does not answer, then wait for all of them.
+
+    All start before any is awaited: a Kafka node of a cluster answers only once a majority
+    of the controller quorum runs, and the services start side by side meanwhile.
+    """
     state = _load(settings)
     home = settings.home.resolve()
-    for service in SERVICES:
+    services = services_for(settings.profile)
+    for service in services:
         entry = state.setdefault(service.name, {})
         for port_key in service.ports:
             entry.setdefault(port_key, free_port())
+    link(state, services)
+    starting = []
+    for service in services:
+        entry = state[service.name]
         ours = running(entry.get("pid"), entry.get("started"))
         if ours and service.ready(entry):
             continue
@@ -100,11 +112,14 @@ def _up(settings: Settings) -> list[ServiceStatus]:
             service.command(home, entry),
             log_file=settings.log_file(service.name),
             cwd=home,
+            env=service.env(home, entry) if service.env else None,
             preexec_fn=service.run_as(home, entry),
         )
         entry["started"] = started_at(entry["pid"])
         _save(settings, state)
-        _wait_ready(settings, service, entry)
+        starting.append(service)
+    for service in starting:
+        _wait_ready(settings, service, state[service.name])
     _save(settings, state)
     _create_resources(settings)
     return status(settings)
@@ -142,7 +157,7 @@ def down(settings: Settings | None = None) -> None:
     from lambda_demo.clients import warehouse
 
     warehouse.close_readers()  # this process's own idle connections go first
-    _stop_recorded(settings, reversed(SERVICES))
+    _stop_recorded(settings, reversed(_recorded(settings)))
 
 
 def stop_service(name: str, settings: Settings | None = None) -> None:
@@ -152,12 +167,19 @@ def stop_service(name: str, settings: Settings | None = None) -> None:
     lost, and ``up`` brings it back on its recorded ports with its data.
     """
     settings = settings or get_settings()
-    by_name = {service.name: service for service in SERVICES}
+    by_name = {service.name: service for service in services_for(settings.profile)}
     if name not in by_name:
         raise StackError(
             f"There is no service {name!r} in the stack: choose one of {list(by_name)}."
         )
     _stop_recorded(settings, [by_name[name]])
+
+
+def _recorded(settings: Settings) -> list[Service]:
+    """Every service the home's state records, whichever profile started it, in start order."""
+    state = _load(settings)
+    known = {service.name: service for service in (*SERVICES, *CLUSTER_SERVICES)}
+    return [service for name, service in known.items() if name in state]
 
 
 def _stop_recorded(settings: Settings, services: Iterable[Service]) -> None:
@@ -202,15 +224,15 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
         doctor.free_disk(settings.home), settings.home, need=doctor.MIN_FREE_DISK_TO_RUN
     )
     result = []
-    for service in SERVICES:
-        jvm_problem = java if service.name in _JVM_SERVICES else None
+    for service in services_for(settings.profile):
+        jvm_problem = java if service.java else None
         warnings = [str(w) for w in (jvm_problem, disk) if w]
         entry = state.get(service.name)
         if not entry or "port" not in entry:
             hint = "never started: run `lambda-demo stack up`"
             result.append(_status(service, "-", False, _join(hint, *warnings)))
             continue
-        address = f"127.0.0.1:{entry['port']}"
+        address = f"{service.scheme}127.0.0.1:{entry['port']}"
         pid = entry.get("pid")
         if not running(pid, entry.get("started")):
             taken = _ports_taken(service, entry, own_pid=None)
@@ -222,11 +244,9 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
             hint = f"running but not answering on {address}; see {settings.log_file(service.name)}"
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
-            result.append(_status(service, address, True, _join(*warnings)))
+            details = service.details(entry) or None
+            result.append(_status(service, address, True, _join(*warnings), details))
     return result
-
-
-_JVM_SERVICES = ("kafka", "s3")
 
 
 def _ports_taken(service: Service, entry: dict, *, own_pid: int | None) -> list[str]:
@@ -239,14 +259,29 @@ def _join(*problems: str) -> str | None:
     return "\n".join(problems) or None
 
 
-def _status(service: Service, address: str, up: bool, problem: str | None = None) -> ServiceStatus:
-    return ServiceStatus(service.name, service.title, address, service.version(), up, problem)
+def _status(
+    service: Service,
+    address: str,
+    up: bool,
+    problem: str | None = None,
+    details: dict | None = None,
+) -> ServiceStatus:
+    return ServiceStatus(
+        service.name, service.title, address, service.version(), up, problem, details
+    )
+
+
+_NOT_FIELDS = ("name", "details")
 
 
 def status_json(statuses: list[ServiceStatus]) -> str:
-    """``status --json``: service name -> address, version, up (and the problem, if any)."""
+    """``status --json``: service name -> address, version, up (and the problem, if any, and
+    the service's details: the Spark master's web UI address and worker count)."""
     payload = {
-        s.name: {k: v for k, v in asdict(s).items() if k != "name" and v is not None}
+        s.name: {
+            **{k: v for k, v in asdict(s).items() if k not in _NOT_FIELDS and v is not None},
+            **(s.details or {}),
+        }
         for s in statuses
     }
     return json.dumps(payload, indent=2)

@@ -110,7 +110,7 @@ def _up(settings: Settings) -> list[ServiceStatus]:
         _save(settings, state)
         entry["pid"] = start_detached(
             service.command(home, entry),
-            log_file=settings.log_file(service.name),
+            log_file=settings.log_file(service.log),
             cwd=home,
             env=service.env(home, entry) if service.env else None,
             preexec_fn=service.run_as(home, entry),
@@ -131,14 +131,14 @@ def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
         if not running(entry["pid"], entry["started"]):
             raise StackError(
                 f"{service.title} exited during start-up. Last lines of its log "
-                f"({settings.log_file(service.name)}):\n{log_tail(settings.log_file(service.name))}"
+                f"({settings.log_file(service.log)}):\n{log_tail(settings.log_file(service.log))}"
             )
         if service.ready(entry):
             return
         time.sleep(0.5)
     raise StackError(
         f"{service.title} did not answer within {READY_TIMEOUT_SECONDS:.0f} s. "
-        f"Log:\n{log_tail(settings.log_file(service.name))}"
+        f"Log:\n{log_tail(settings.log_file(service.log))}"
     )
 
 
@@ -236,12 +236,12 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
         pid = entry.get("pid")
         if not running(pid, entry.get("started")):
             taken = _ports_taken(service, entry, own_pid=None)
-            tail = log_tail(settings.log_file(service.name), 5)
+            tail = log_tail(settings.log_file(service.log), 5)
             hint = doctor.dead_service_problem(service.name, pid, tail)
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         elif not service.ready(entry):
             taken = _ports_taken(service, entry, own_pid=pid)
-            hint = f"running but not answering on {address}; see {settings.log_file(service.name)}"
+            hint = f"running but not answering on {address}; see {settings.log_file(service.log)}"
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
             details = service.details(entry) or None

@@ -67,6 +67,13 @@ class Service:
     """More for ``stack status`` when it answers (the Spark master's web UI and workers)."""
     node_id: int | None = None
     """A Kafka node's id in its KRaft cluster (None: not a Kafka node)."""
+    log_name: str = ""
+    """Its log's name under ``logs/`` when not its own name."""
+
+    @property
+    def log(self) -> str:
+        """Its log's name: ``settings.log_file(service.log)`` is where its output goes."""
+        return self.log_name or self.name
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -569,6 +576,7 @@ _SPARK = (
         env=_spark_env,
         scheme="spark://",
         details=_spark_master_details,
+        log_name="spark-master",  # logs/spark.log is the driver's (`clients.spark`)
     ),
     Service(
         name="spark-worker",

@@ -114,6 +114,13 @@ def _kafka_config(data: Path, entry: dict) -> Path:
                 f"transaction.state.log.min.isr={min_isr}",
                 f"share.coordinator.state.topic.replication.factor={replicas}",
                 f"share.coordinator.state.topic.min.isr={min_isr}",
+                # A lost node's partitions get new leaders after 4 s without its heartbeat, not
+                # 9 s: a producer's retries outlast the election (a SIGKILL drill shows it).
+                *(
+                    ["broker.heartbeat.interval.ms=500", "broker.session.timeout.ms=4000"]
+                    if replicas > 1
+                    else []
+                ),
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
                 # A tweet with a 1 MB text is valid: allow records up to 16 MB (default ~1 MB).

@@ -70,7 +70,9 @@ def delete_checkpoints(location: str, settings: Settings | None = None) -> None:
     except client.exceptions.NoSuchBucket:
         return
     # One DELETE per object: S3Proxy refuses the checksum header that boto3 puts on a batch
-    # delete (DeleteObjects), and a checkpoint holds tens to hundreds of objects. The prefix's
-    # own "directory" object goes last: S3Proxy does not list it, S3 ignores it if absent.
-    for key in [*keys, prefix]:
+    # delete (DeleteObjects), and a checkpoint holds tens to hundreds of objects. Deepest
+    # first: S3Proxy keeps "directory" objects (``state/0/``) as folders and does not answer
+    # a DELETE of one that still holds files. The prefix's own goes last: S3Proxy does not
+    # list it, and S3 ignores the DELETE of an absent key.
+    for key in [*sorted(keys, reverse=True), prefix]:
         client.delete_object(Bucket=parsed.netloc, Key=key)

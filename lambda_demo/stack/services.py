@@ -12,7 +12,7 @@ Memory on a cluster (2 cores, under 8 GB in all): each Kafka node has a 384 MB h
 S3Proxy 256 MB, PostgreSQL 128 MB of shared buffers; Spark's master and worker daemons
 256 MB each (`SPARK_DAEMON_HEAP`); the worker offers its 2 cores and 1 GB (`WORKER_MEMORY`)
 to one executor of Spark's default 1 GB heap; the driver (the ``speed`` process) has
-``spark_driver_memory``, 1 GB. Heaps add up to 5.1 GB at most; measured, every process of
+``spark_driver_memory``, 1 GB. Heaps and buffers add up to 4.1 GB; measured, every process of
 the cluster drill (tests/drills/test_cluster.py) together peaked at 3.7 GB resident.
 """
 

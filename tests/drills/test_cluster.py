@@ -153,6 +153,7 @@ def test_cluster_loses_a_broker_and_a_worker_and_stays_exact(
         wait_until(replaying_and_300_in_kafka, 120, "the replay to be 300 records in")
         victim = f"kafka-{leaders[0]}"  # the leader of partition 0: its partitions move
         _sigkill(_state(settings)[victim]["pid"], victim)
+        assert replay.poll() is None, "the replay ended before the broker died: too late a kill"
         out, err = replay.communicate(timeout=300)
     finally:
         if replay.poll() is None:
@@ -231,6 +232,7 @@ def test_cluster_loses_a_broker_and_a_worker_and_stays_exact(
         if speed.poll() is None:
             speed.kill()
             speed.wait()
+        speed_err.close()
 
     # --- speed --once (from its S3 checkpoint) and batch serve the exact view ----------------
     last = _chunk(99)

@@ -2,11 +2,14 @@
 
 Values come from environment variables prefixed ``LAMBDA_DEMO_`` (for example
 ``LAMBDA_DEMO_PROFILE=docker``) and from an optional, git-ignored ``.env`` file in the
-working directory. Three profiles share the same code and differ only in addresses:
+working directory. Four profiles share the same code and differ only in addresses:
 
 * ``embedded`` (default): the local stack started by ``lambda-demo stack up``. Its ports and
   generated credentials are recorded in ``$LAMBDA_DEMO_HOME/stack/state.json`` at first start,
   so the CLI, notebooks and tests all find the same running services.
+* ``cluster``: the same ``stack up`` starts a local cluster instead: three Kafka brokers, a
+  Spark standalone master and worker, S3Proxy and PostgreSQL. The speed layer runs on the
+  ``spark://`` master and keeps its checkpoints in S3 (``s3a://<bucket>/checkpoints``).
 * ``docker``: the service names of ``docker/compose.yml`` (``kafka:9092``, ``minio:9000``,
   ``postgres:5432``); credentials come from the Compose env file.
 * ``aws``: a real Kafka cluster, AWS S3 and Redshift, and a Spark master URL, each set
@@ -29,7 +32,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lambda_demo.errors import SettingsError
 
-Profile = Literal["embedded", "docker", "aws"]
+Profile = Literal["embedded", "cluster", "docker", "aws"]
+
+STACK_PROFILES = ("embedded", "cluster")
+"""The profiles whose services ``lambda-demo stack up`` starts and records in ``state.json``."""
+
+CLUSTER_BROKERS = 3
+"""Kafka brokers of the ``cluster`` profile: three, so a topic keeps two in-sync replicas
+while one broker is down."""
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -61,7 +71,7 @@ class Settings(BaseSettings):
     )
 
     profile: Profile = "embedded"
-    """``LAMBDA_DEMO_PROFILE``: embedded, docker or aws."""
+    """``LAMBDA_DEMO_PROFILE``: embedded, cluster, docker or aws."""
     home: Path = _default_home()
     """``LAMBDA_DEMO_HOME``: data directory (Kafka logs, S3 objects, warehouse, checkpoints)."""
 
@@ -94,11 +104,14 @@ class Settings(BaseSettings):
 
     # Spark
     spark_master: str = "local[2]"
+    """``LAMBDA_DEMO_SPARK_MASTER``: the cluster profile reads its ``spark://`` master from the
+    stack state unless this is set."""
     spark_driver_memory: str = "1g"
     trigger_seconds: float = 2.0
     """``LAMBDA_DEMO_TRIGGER_SECONDS``: the speed layer's processing-time trigger."""
     checkpoint_location: str | None = None
-    """``LAMBDA_DEMO_CHECKPOINT_LOCATION``: defaults to ``$LAMBDA_DEMO_HOME/checkpoints``."""
+    """``LAMBDA_DEMO_CHECKPOINT_LOCATION``: a path or a URI (``s3a://bucket/prefix``); defaults
+    to ``$LAMBDA_DEMO_HOME/checkpoints``, and to ``s3a://<bucket>/checkpoints`` on a cluster."""
 
     # Live source
     x_bearer_token: SecretStr | None = None
@@ -119,8 +132,8 @@ class Settings(BaseSettings):
     def endpoints(self) -> Endpoints:
         """Resolve every address and credential for the active profile."""
         base: dict = {}
-        if self.profile == "embedded":
-            base = _embedded_endpoints(self.state_file)
+        if self.profile in STACK_PROFILES:
+            base = _embedded_endpoints(self.state_file, kafka_brokers(self.profile))
         elif self.profile == "docker":
             base = dict(DOCKER_ADDRESSES)
         explicit = {
@@ -154,7 +167,24 @@ class Settings(BaseSettings):
 
     @property
     def checkpoints(self) -> str:
-        return self.checkpoint_location or str(self.home / "checkpoints")
+        """Where the speed layer's checkpoints go: a local path or a URI, never parsed here.
+
+        Spark and `lambda_demo.clients.storage.delete_checkpoints` are the only readers, and
+        both take ``s3a://`` URIs as well as paths (a ``Path`` would turn ``s3a://b`` into
+        ``s3a:/b``). On a cluster they go to S3: the executors that write the state store's
+        files are processes of their own, possibly on other machines.
+        """
+        if self.checkpoint_location:
+            return self.checkpoint_location
+        if self.profile == "cluster":
+            return f"s3a://{self.s3_bucket}/checkpoints"
+        return str(self.home / "checkpoints")
+
+    def spark_url(self) -> str:
+        """The Spark master: ``spark_master``, or the cluster profile's own ``spark://`` master."""
+        if self.profile == "cluster" and "spark_master" not in self.model_fields_set:
+            return f"spark://127.0.0.1:{_stack_state(self.state_file)['spark']['port']}"
+        return self.spark_master
 
 
 @dataclass(frozen=True)
@@ -180,14 +210,30 @@ def _reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _embedded_endpoints(state_file: Path) -> dict:
+def kafka_brokers(profile: str) -> list[str]:
+    """The names of a stack profile's Kafka brokers in ``state.json`` (and in `stack status`)."""
+    if profile == "cluster":
+        return [f"kafka-{node}" for node in range(1, CLUSTER_BROKERS + 1)]
+    return ["kafka"]
+
+
+def _stack_state(state_file: Path) -> dict:
     if not state_file.exists():
         raise SettingsError(
             f"No embedded stack recorded in {state_file.parent}: run `lambda-demo stack up`."
         )
-    state = json.loads(state_file.read_text())
+    return json.loads(state_file.read_text())
+
+
+def _embedded_endpoints(state_file: Path, brokers: list[str]) -> dict:
+    state = _stack_state(state_file)
+    if any(name not in state for name in brokers):
+        raise SettingsError(
+            f"The stack in {state_file.parent} was not started with this profile: run "
+            "`lambda-demo stack up` with the same LAMBDA_DEMO_PROFILE."
+        )
     return {
-        "kafka_bootstrap": f"127.0.0.1:{state['kafka']['port']}",
+        "kafka_bootstrap": ",".join(f"127.0.0.1:{state[name]['port']}" for name in brokers),
         "s3_endpoint": f"http://127.0.0.1:{state['s3']['port']}",
         "s3_access_key": state["s3"]["access_key"],
         "s3_secret_key": state["s3"]["secret_key"],
@@ -209,10 +255,13 @@ def isolated_settings(home: Path, *, prefix: str = "test", **overrides: object) 
         "dlq_topic": f"tweets-{tag}.dlq",
         "s3_bucket": f"lambda-demo-{tag}",
         "warehouse_schema": tag.replace("-", "_"),
-        "checkpoint_location": str(home / "checkpoints" / tag),
+        "checkpoint_location": None,  # the profile's default, under a folder of their own
     }
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.checkpoint_location is not None:
+        return settings
+    return settings.model_copy(update={"checkpoint_location": f"{settings.checkpoints}/{tag}"})
 
 
 @cache

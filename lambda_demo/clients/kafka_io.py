@@ -33,6 +33,16 @@ TOPIC_CONFIGS = {
 }
 
 
+REPLICATION_FACTOR = 3
+"""Copies of each partition on a cluster (fewer if it has fewer brokers): one may be lost."""
+
+
+def min_insync_replicas(replicas: int) -> int:
+    """How many copies a write with ``acks=all`` needs: all but one, so one broker may be
+    down while every acknowledged record is still on two brokers (one, on one broker)."""
+    return max(1, replicas - 1)
+
+
 # The largest record we produce; the embedded broker accepts 16 MB (message.max.bytes).
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
@@ -67,14 +77,20 @@ def admin(settings: Settings | None = None) -> KafkaAdminClient:
 
 
 def ensure_topics(settings: Settings | None = None) -> None:
-    """Create ``tweets`` and ``tweets.dlq`` if they do not exist yet."""
+    """Create ``tweets`` and ``tweets.dlq`` if they do not exist yet.
+
+    Each partition gets `REPLICATION_FACTOR` copies, or one per broker on a smaller cluster
+    (the embedded stack's single broker), and `min_insync_replicas` of them.
+    """
     settings = settings or get_settings()
-    topics = [
-        NewTopic(settings.topic, settings.partitions, 1, topic_configs=TOPIC_CONFIGS),
-        NewTopic(settings.dlq_topic, 1, 1, topic_configs=TOPIC_CONFIGS),
-    ]
     client = admin(settings)
     with contextlib.closing(client):
+        replicas = min(REPLICATION_FACTOR, len(client.describe_cluster()["brokers"]))
+        configs = TOPIC_CONFIGS | {"min.insync.replicas": str(min_insync_replicas(replicas))}
+        topics = [
+            NewTopic(settings.topic, settings.partitions, replicas, topic_configs=configs),
+            NewTopic(settings.dlq_topic, 1, replicas, topic_configs=configs),
+        ]
         existing = set(client.list_topics())
         for topic in topics:
             if topic.name in existing:

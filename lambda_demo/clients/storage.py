@@ -1,11 +1,15 @@
-"""The object store holding the master dataset: a boto3 S3 client from settings."""
+"""The object store holding the master dataset (and, on a cluster, the speed checkpoints)."""
 
 from __future__ import annotations
+
+import shutil
+from urllib.parse import urlsplit
 
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from lambda_demo.errors import SettingsError
 from lambda_demo.settings import Settings, get_settings
 
 
@@ -39,3 +43,36 @@ def ensure_bucket(settings: Settings | None = None) -> None:
         client.head_bucket(Bucket=settings.s3_bucket)
     except ClientError:
         client.create_bucket(Bucket=settings.s3_bucket)
+
+
+def delete_checkpoints(location: str, settings: Settings | None = None) -> None:
+    """Delete a checkpoint location and everything under it: a local path or an S3 URI.
+
+    A checkpoint is a folder on a laptop and a key prefix in S3 (``s3a://bucket/prefix``,
+    the cluster profile's): there, the objects under the prefix go, through the same S3
+    endpoint Spark's S3A writes them to. A location that does not exist is not an error.
+    """
+    parsed = urlsplit(location)
+    if parsed.scheme in ("", "file"):
+        shutil.rmtree(parsed.path if parsed.scheme else location, ignore_errors=True)
+        return
+    if parsed.scheme not in ("s3a", "s3"):
+        raise SettingsError(
+            f"Cannot delete the checkpoints at {location}: use a local path or an s3a:// URI."
+        )
+    client = s3_client(settings)
+    prefix = parsed.path.strip("/") + "/"
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=parsed.netloc, Prefix=prefix
+        )
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    except client.exceptions.NoSuchBucket:
+        return
+    # One DELETE per object: S3Proxy refuses the checksum header that boto3 puts on a batch
+    # delete (DeleteObjects), and a checkpoint holds tens to hundreds of objects. Deepest
+    # first: S3Proxy keeps "directory" objects (``state/0/``) as folders and does not answer
+    # a DELETE of one that still holds files. The prefix's own goes last: S3Proxy does not
+    # list it, and S3 ignores the DELETE of an absent key.
+    for key in [*sorted(keys, reverse=True), prefix]:
+        client.delete_object(Bucket=parsed.netloc, Key=key)

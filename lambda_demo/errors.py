@@ -138,8 +138,10 @@ def _at(settings: Settings | None, service: str) -> str:
 
 def _start_hint(settings: Settings | None, service: str) -> str:
     """What to do about a service that does not answer, for the active profile."""
+    from lambda_demo.settings import STACK_PROFILES  # settings imports this module
+
     profile = settings.profile if settings is not None else "embedded"
-    if profile == "embedded":
+    if profile in STACK_PROFILES:
         return "start the stack with `lambda-demo stack up`"
     if profile == "docker":
         return "start it with `docker compose -f docker/compose.yml --env-file docker/.env up -d`"

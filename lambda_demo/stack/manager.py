@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lambda_demo.errors import StackError
-from lambda_demo.settings import Settings, get_settings
+from lambda_demo.settings import STACK_PROFILES, Settings, get_settings
 from lambda_demo.stack import doctor, jvm
 from lambda_demo.stack.process import (
     adopt,
@@ -69,9 +69,15 @@ def up(settings: Settings | None = None) -> list[ServiceStatus]:
     """Start every service that is not already answering, then create topics and bucket.
 
     Holds a file lock: a notebook and a CLI starting the same stack at once must not both
-    format Kafka's storage or start a second server on the same data.
+    format Kafka's storage or start a second server on the same data. The ``docker`` and
+    ``aws`` profiles' services run elsewhere (Compose, AWS): there, ``up`` starts nothing and
+    only creates the topics and the bucket, so the notebooks' ``stack.up()`` is right in
+    every profile.
     """
     settings = settings or get_settings()
+    if settings.profile not in STACK_PROFILES:
+        _create_resources(settings)
+        return []
     jvm.java_version()
     settings.state_file.parent.mkdir(parents=True, exist_ok=True)
     with (settings.state_file.parent / "up.lock").open("w") as lock:

@@ -34,7 +34,7 @@ from lambda_demo.ingestion.handler import IngestCounts
 from lambda_demo.ingestion.replay import replay
 from lambda_demo.serving import reads
 from lambda_demo.serving.check import CheckResult, check
-from lambda_demo.settings import Settings, get_settings
+from lambda_demo.settings import STACK_PROFILES, Settings, get_settings
 from lambda_demo.status import speed_figures
 from lambda_demo.tutorial.live_view import LiveFigure, serving_sample
 
@@ -93,7 +93,7 @@ def run_demo(
 
     settings = settings or get_settings()
     started = time.monotonic()
-    if settings.profile == "embedded":
+    if settings.profile in STACK_PROFILES:
         from lambda_demo import stack
         from lambda_demo.speed.run import await_first_batch, start_queries, stop_queries
 

@@ -149,3 +149,19 @@ def test_a_local_checkpoint_is_deleted_as_a_folder(tmp_path: Path) -> None:
 def test_a_checkpoint_elsewhere_is_refused_in_words(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="local path or an s3a:// URI"):
         storage.delete_checkpoints("hdfs://namenode/cp")
+
+
+def test_up_under_a_profile_whose_services_run_elsewhere_starts_nothing(
+    clean_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebooks call ``stack.up()`` in every profile: inside the Compose stack it must
+    create the topics and bucket on Compose's services, not start a second, embedded stack."""
+    from lambda_demo.stack import manager
+
+    created: list[str] = []
+    monkeypatch.setattr(manager, "_create_resources", lambda s: created.append(s.profile))
+    monkeypatch.setattr(manager, "start_detached", lambda *a, **k: pytest.fail("started"))
+    settings = Settings(home=tmp_path, profile="docker", _env_file=None)
+    assert manager.up(settings) == []
+    assert created == ["docker"]
+    assert not (tmp_path / "stack").exists()

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from lambda_demo.batch import archiver, staging
 from lambda_demo.batch.archiver import ArchivedObject, decode_bytes, list_archived
 from lambda_demo.batch.staging import (
+    OutdatedStaging,
     Quarantined,
     Row,
     Staged,
@@ -161,6 +162,7 @@ def staged_copy(settings: Settings, s3: BaseClient, obj: ArchivedObject) -> Stag
         return _read_staged(s3, bucket, obj.key, raw_sha256, settings.warehouse_dialect)
     except StaleStaging as stale:
         problem = str(stale)
+        expected = isinstance(stale, OutdatedStaging)
     try:
         lines = archiver.verified_lines(obj, body, response.get("Metadata", {}))
     except archiver.DamagedObject as damaged:
@@ -170,7 +172,8 @@ def staged_copy(settings: Settings, s3: BaseClient, obj: ArchivedObject) -> Stag
         body = response["Body"].read()
         lines = archiver.verified_lines(obj, body, response.get("Metadata", {}))
         raw_sha256 = hashlib.sha256(body).hexdigest()
-    logger.warning("%s: staging it again from the master dataset", problem)
+    log = logger.info if expected else logger.warning
+    log("%s: staging it again from the master dataset", problem)
     staged = staging.build(
         _deliveries(lines),
         raw_key=obj.key,

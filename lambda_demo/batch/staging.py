@@ -165,6 +165,11 @@ class StaleStaging(Exception):
     """A staged copy that cannot be used as it is; the message says why (it is rebuilt)."""
 
 
+class OutdatedStaging(StaleStaging):
+    """A sound staged copy made for other columns, dialect or rules: expected after a measure
+    is added or the contract changes, so it is rebuilt without a warning."""
+
+
 @dataclass(frozen=True)
 class Staged:
     """The staged copy of one raw object: its rows object (gzipped) and its manifest."""
@@ -239,7 +244,7 @@ def read_manifest(raw_key: str, body: bytes, *, raw_sha256: str, dialect: str) -
     manifest["sha256"] = claimed
     for name, wanted in _identity(raw_key, dialect).items():
         if manifest.get(name) != wanted:
-            raise StaleStaging(f"{raw_key}: its staged rows were judged for another {name}")
+            raise OutdatedStaging(f"{raw_key}: its staged rows were made for other {name}")
     if manifest.get("source_sha256") != raw_sha256:
         raise StaleStaging(f"{raw_key}: its staged rows belong to other raw bytes")
     return manifest

@@ -600,6 +600,7 @@ class SessionLock(Protocol):
 # PostgreSQL: a session-level advisory lock, released when its connection closes, which
 # also happens when the process dies.
 ADVISORY_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+ADVISORY_UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 
 LEASE_SECONDS = 60
 """How long a Redshift lease outlives its holder's last heartbeat (one every third of it)."""
@@ -624,7 +625,15 @@ class _AdvisoryLock:
         self.conn = conn
 
     def close(self) -> None:
-        self.conn.close()
+        """Release, then disconnect. Closing alone releases only once the server's backend
+        has exited, after ``close`` returns: a claim made right after could find it held."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(ADVISORY_UNLOCK_ALL)
+        except psycopg2.Error:
+            pass  # the session is gone already, and its locks with it
+        finally:
+            self.conn.close()
 
 
 class _Lease:

@@ -29,8 +29,9 @@ lint: env  ## ruff lint and format check
 # `make notebooks` runs them forward: each must stand on its own, in either order.
 NOTEBOOKS_REVERSED = $(shell ls notebooks/*.ipynb notebooks/solutions/*.ipynb | sort -r)
 
+# The cluster drill (tests/drills/test_cluster.py, 2.5 min) runs in `make drills` only.
 test: lint  ## lint, then unit + integration tests and every notebook under nbmake (README command 2)
-	CI=1 $(BIN)/pytest tests $(NOTEBOOKS_REVERSED) --nbmake --nbmake-timeout=900 --durations=30 $(PYTEST_ARGS)
+	CI=1 $(BIN)/pytest tests $(NOTEBOOKS_REVERSED) -m "not cluster" --nbmake --nbmake-timeout=900 --durations=30 $(PYTEST_ARGS)
 
 smoke: env  ## one short loop in a throw-away home: stack, replay, speed, batch, check (CI: Python 3.13)
 	SMOKE_HOME=$$(mktemp -d) && export LAMBDA_DEMO_HOME=$$SMOKE_HOME && \

@@ -26,7 +26,7 @@ from lambda_demo.serving.check import check
 from lambda_demo.settings import Settings
 from lambda_demo.speed.run import start_queries
 
-DEMO_TARGET_SECONDS = 300.0
+DEMO_TARGET_SECONDS = 60.0  # issue 20: the whole loop while a workshop watches
 TABLES = ("raw_tweets", "loaded_objects", "quarantine", "batch_view", "speed_view")
 
 
@@ -146,5 +146,5 @@ def demo_wall_time() -> dict:
         "errors": errors[:8],
         "target_seconds": DEMO_TARGET_SECONDS,
         "ratio_vs_target": seconds / DEMO_TARGET_SECONDS,
-        "target_met": done.returncode == 0 and seconds < DEMO_TARGET_SECONDS,
+        "target_met": done.returncode == 0 and seconds <= DEMO_TARGET_SECONDS,
     }

@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--speedup",
         type=_number(minimum=0, inclusive=False),
-        help="simulated seconds per second (default: a simulated day in 10 s)",
+        help="simulated seconds per second (default: a simulated day in 8 s)",
     )
     dm.set_defaults(handler=_demo)
 

@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 # midnight have surely reached Kafka: a real batch job also waits for stragglers.
 BATCH_GRACE = timedelta(minutes=15)
 
-DEMO_SPEEDUP = 8640.0
-"""Simulated seconds per wall second: a simulated day passes in 10 s, so the sample's three
-days replay in 30 s, and a 2 s micro-batch covers under five simulated hours."""
+DEMO_SPEEDUP = 10800.0
+"""Simulated seconds per wall second: a simulated day passes in 8 s, so the sample's three
+days replay in 24 s, and a 2 s micro-batch covers six simulated hours."""
 
 
 @dataclass

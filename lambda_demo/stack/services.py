@@ -459,17 +459,23 @@ def _spark_env(home: Path, entry: dict) -> dict[str, str]:
     }
 
 
-def _spark_master_command(home: Path, entry: dict) -> list[str]:
+def _spark_daemon(main_class: str, entry: dict, *extra: str) -> list[str]:
+    """A Spark standalone daemon on loopback, on the ports the state records."""
     return [
         _spark_class(),
-        "org.apache.spark.deploy.master.Master",
+        main_class,
         "--host",
         "127.0.0.1",
         "--port",
         str(entry["port"]),
         "--webui-port",
         str(entry["ui_port"]),
+        *extra,
     ]
+
+
+def _spark_master_command(home: Path, entry: dict) -> list[str]:
+    return _spark_daemon("org.apache.spark.deploy.master.Master", entry)
 
 
 def spark_master_json(ui_port: int) -> dict | None:
@@ -499,15 +505,9 @@ def _spark_worker_prepare(home: Path, entry: dict) -> None:
 
 
 def _spark_worker_command(home: Path, entry: dict) -> list[str]:
-    return [
-        _spark_class(),
+    return _spark_daemon(
         "org.apache.spark.deploy.worker.Worker",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(entry["port"]),
-        "--webui-port",
-        str(entry["ui_port"]),
+        entry,
         "--cores",
         str(WORKER_CORES),
         "--memory",
@@ -515,7 +515,7 @@ def _spark_worker_command(home: Path, entry: dict) -> list[str]:
         "--work-dir",
         str(home / "spark-worker"),
         entry["master"],
-    ]
+    )
 
 
 def _spark_worker_ready(entry: dict) -> bool:

@@ -218,6 +218,24 @@ def _speed(r: dict) -> list[str]:
     ]
 
 
+def _cycle_lines(r: dict) -> list[str]:
+    """Why freshness is what it is: a record waits for the micro-batch in flight, then its own."""
+    if "first_visible_s" not in r:  # results recorded before the warm-up existed
+        return []
+    lines = [
+        f"- measured after a warm-up: the first {r.get('warm_up_tweets', 500)} tweets took "
+        f"{r['first_visible_s']:.2f} s to show (Spark starting its Python workers and "
+        "compiling the query).",
+    ]
+    if cycle := r.get("micro_batch_ms"):
+        lines.append(
+            f"- a view micro-batch took {n(cycle['median'])} ms (median; "
+            f"{n(cycle['min'])}..{n(cycle['max'])}): a tweet waits for the one in flight, then "
+            "for its own, so p95 is about two of them."
+        )
+    return lines
+
+
 def _freshness(r: dict) -> list[str]:
     busy, idle = r["serving_under_load"], r["serving_idle"]
     lines = [
@@ -226,12 +244,14 @@ def _freshness(r: dict) -> list[str]:
         f"{r['trigger_seconds']:g} s trigger; {n(r['visible'])} became visible.",
         "",
         f"- freshness (handed to the producer -> counted in `speed_view`): "
-        f"p50 {r['freshness_p50_s']:.2f} s, p95 {r['freshness_p95_s']:.2f} s. Target p95 < 5 s: "
+        f"p50 {r['freshness_p50_s']:.2f} s, p95 {r['freshness_p95_s']:.2f} s. "
+        f"Target p95 <= {r['freshness_target_p95_s']:g} s: "
         + verdict(
             r["freshness_target_met"],
             f"{r['freshness_p95_s'] / r['freshness_target_p95_s']:.2f} of budget",
         )
         + ".",
+        *_cycle_lines(r),
         "",
         "Serving queries over a 1M-tweet batch view + the live speed view "
         "(`serving` reuses one connection per process; `SELECT 1` through the same path is "
@@ -437,7 +457,7 @@ def _targets(results: dict) -> list[str]:
             )
     if r := results.get("freshness"):
         add(
-            "freshness p95 (2 s trigger)",
+            f"freshness p95 ({r['trigger_seconds']:g} s trigger)",
             r["freshness_p95_s"],
             r["freshness_target_p95_s"],
             "s",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ from lambda_demo import view
 from lambda_demo.clients import kafka_io, warehouse
 from lambda_demo.clients.spark import get_spark
 from lambda_demo.contract import FlatTweet, parse_api_tweet
+from lambda_demo.ingestion.clock import wait_until
 from lambda_demo.ingestion.handler import TweetHandler
 from lambda_demo.ingestion.replay import read_lines
 from lambda_demo.serving import reads
@@ -20,7 +23,10 @@ from lambda_demo.settings import Settings
 from lambda_demo.speed.run import await_first_batch, start_queries
 
 TARGET_TWEETS_PER_SECOND = 20_000
-FRESHNESS_TARGET_P95_SECONDS = 5.0
+FRESHNESS_TARGET_P95_SECONDS = 1.5
+FRESHNESS_TRIGGER_SECONDS = 0.5
+"""The freshness benchmark's trigger (the shortest the tests use; the default is 2 s)."""
+WARM_UP_TWEETS = 500
 SERVING_TARGET_P99_MS = 20.0
 ROUND_TRIP = "SELECT 1"  # the baseline row of the serving table, not a serving query
 
@@ -99,21 +105,34 @@ def _latency_table(found: dict[str, list[float]]) -> dict:
 
 
 def freshness_and_serving(
-    home: Path, sample: Path, *, schema: str, rate: int, seconds: float
+    home: Path,
+    sample: Path,
+    *,
+    schema: str,
+    rate: int,
+    seconds: float,
+    trigger_seconds: float = FRESHNESS_TRIGGER_SECONDS,
 ) -> dict:
-    """Produce ``rate`` tweets/s while the speed layer (2 s trigger) and queries run.
+    """Produce ``rate`` tweets/s while the speed layer and the serving queries run.
 
     Freshness of a record = first moment the speed view's total includes it minus the
     moment it was handed to the producer. ``schema`` already holds a 1M-tweet batch view,
     so the serving queries merge a real batch part with the live speed part.
+
+    The clock starts after a warm-up: `WARM_UP_TWEETS` tweets produced and seen in the view.
+    The first micro-batches that hold data also start Spark's Python workers and compile
+    the query's code, which a running speed layer did long ago; how long that takes is
+    reported apart, as ``first_visible_s``.
     """
-    settings = isolated(home, warehouse_schema=schema)  # default 2 s trigger
+    settings = isolated(home, warehouse_schema=schema, trigger_seconds=trigger_seconds)
     tweets = unique_tweets(sample)
     place = tweets[0].location
     queries = start_queries(settings)
     await_first_batch(queries)
     producer = kafka_io.producer(settings)
     handler = TweetHandler.for_settings(producer, settings)
+    warm_up, tweets = tweets[:WARM_UP_TWEETS], tweets[WARM_UP_TWEETS:]
+    first_visible = _warm_up(settings, handler, warm_up)
     # The poller's own connection: the serving queries keep theirs to themselves.
     poller = warehouse.connect(settings, autocommit=True)
     cur = poller.cursor()
@@ -151,6 +170,11 @@ def freshness_and_serving(
     stop.set()
     for thread in threads:
         thread.join()
+    cycles = [
+        report["durationMs"]["triggerExecution"]
+        for report in map(json.loads, (p.json for p in queries[0].recentProgress))
+        if report["numInputRows"]
+    ]
     for q in queries:
         q.stop()
     producer.close()
@@ -171,6 +195,9 @@ def freshness_and_serving(
         "produced": count,
         "visible": seen[-1][1] if seen else 0,
         "trigger_seconds": settings.trigger_seconds,
+        "first_visible_s": first_visible,
+        "warm_up_tweets": WARM_UP_TWEETS,
+        "micro_batch_ms": summary(cycles) if cycles else None,
         "freshness_p50_s": percentile(lags, 50) if lags else float("nan"),
         "freshness_p95_s": p95,
         "freshness_target_p95_s": FRESHNESS_TARGET_P95_SECONDS,
@@ -180,6 +207,23 @@ def freshness_and_serving(
         "serving_target_p99_ms": SERVING_TARGET_P99_MS,
         "serving_target_met": worst_serving_p99(busy) < SERVING_TARGET_P99_MS,
     }
+
+
+def _warm_up(settings: Settings, handler: TweetHandler, tweets: list[FlatTweet]) -> float:
+    """Produce ``tweets`` at once and wait until the view counts them; seconds that took."""
+    started = time.time()
+    for tweet in tweets:
+        handler.handle(b"", ingest_ms=int(started * 1000), routed=routed(tweet, handler))
+    handler.flush()
+    with contextlib.closing(warehouse.connect(settings, autocommit=True)) as conn:
+        cur = conn.cursor()
+        wait_until(
+            lambda: _speed_total(cur) >= len(tweets),
+            120,
+            "the warm-up tweets in speed_view",
+            interval_seconds=0.05,
+        )
+    return time.time() - started
 
 
 def routed(tweet: FlatTweet, handler: TweetHandler) -> tuple:

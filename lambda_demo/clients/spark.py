@@ -163,13 +163,17 @@ def get_spark(
         .config("spark.driver.memory", settings.spark_driver_memory)
         # A record's day is its ingest time's day in this zone: to_date and day windows.
         .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
-        # Few cores, small data: 200 shuffle partitions would be 200 tiny tasks per batch.
-        .config("spark.sql.shuffle.partitions", "4")
+        # Few cores, small data: 200 shuffle partitions would be 200 tiny tasks per batch, and
+        # each stateful one loads and commits a state store. One per core: one wave of tasks.
+        # (A checkpoint keeps the number it started with.)
+        .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
         .config(
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         )
+        # A micro-batch's state commit writes the changes made, not a copy of the whole store.
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.ui.enabled", "false" if os.environ.get("CI") else "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")

@@ -155,6 +155,10 @@ def read_kafka(
         .option("startingOffsets", "earliest")
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", 200_000)
+        # After each read the consumer asks the broker for more in the background, and the
+        # broker holds that request up to this long when nothing new has arrived; the next
+        # micro-batch's read may wait for it. Kafka's default is 500 ms: a whole trigger.
+        .option("kafka.fetch.max.wait.ms", "10")
         .load()
     )
 

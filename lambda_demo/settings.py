@@ -256,6 +256,11 @@ def _stack_bootstrap(state_file: Path, brokers: list[str]) -> str:
 
 def _embedded_endpoints(state_file: Path, brokers: list[str]) -> dict:
     state = _stack_state(state_file)
+    if "s3" not in state or "postgres" not in state:
+        raise SettingsError(
+            f"The stack in {state_file.parent} runs Kafka alone (started with kafka_only): it "
+            "has no S3 or warehouse. Use the Kafka clients, or settings of a whole stack."
+        )
     return {
         "kafka_bootstrap": _stack_bootstrap(state_file, brokers),
         "s3_endpoint": f"http://127.0.0.1:{state['s3']['port']}",

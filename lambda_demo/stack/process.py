@@ -176,11 +176,9 @@ def stop(
 
 
 def kill_tree(pid: int, started: float, *, what: str, timeout_seconds: float = 60.0) -> None:
-    """SIGKILL our process ``pid`` and wait until it and every process it started are gone.
-
-    Its children die with it only if nothing else holds them; waiting for all of them means
-    that once this returns, the ports and files they held are free for a restart.
-    """
+    """SIGKILL our process ``pid`` and every process it started (a Spark worker's executors),
+    and wait until all of them are gone: once this returns, the ports and files they held
+    are free for a restart."""
     if not running(pid, started):
         return
     try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from lambda_demo import stack
@@ -86,6 +87,14 @@ def describe_partitions(settings: Settings, topics: Iterable[str] = ()) -> list[
         for topic in described
         for p in topic["partitions"]
     )
+
+
+def min_insync_replicas_of(settings: Settings, topic: str) -> int:
+    """The topic's ``min.insync.replicas`` as the cluster has it, not as we asked for it."""
+    admin = kafka_io.admin(settings)
+    with contextlib.closing(admin):
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    return int(configs["topic"][topic]["min.insync.replicas"]["value"])
 
 
 def node_names(settings: Settings) -> dict[int, str]:
@@ -169,6 +178,10 @@ class LoseABroker:
         stack.reset(settings)
         stack.up(settings, kafka_only=True)
         return cls(settings=settings, sample=sample, speedup=speedup)
+
+    def min_insync_replicas(self) -> int:
+        """How many replicas must have a write before ``acks=all`` acknowledges it."""
+        return min_insync_replicas_of(self.settings, self.settings.topic)
 
     def partitions(self) -> pd.DataFrame:
         """Every partition's leader, replicas and in-sync replicas, as the cluster says now."""

@@ -177,6 +177,11 @@ class LoseABroker:
         settings = Settings(home=home, profile="cluster")
         stack.reset(settings)
         stack.up(settings, kafka_only=True)
+        wait_until(
+            lambda: _all_described(settings),
+            STEP_TIMEOUT_SECONDS,
+            "every partition of the new topics to have a leader and its replicas in sync",
+        )
         return cls(settings=settings, sample=sample, speedup=speedup)
 
     def min_insync_replicas(self) -> int:
@@ -372,3 +377,11 @@ def _end_offset(consumer: KafkaConsumer, partition: TopicPartition) -> int | Non
         return consumer.end_offsets([partition], timeout_ms=SAMPLE_TIMEOUT_MS)[partition]
     except KafkaTimeoutError:
         return None
+
+
+def _all_described(settings: Settings) -> bool:
+    """Both topics are known to the broker that answers, every replica of them in sync: a
+    topic just created reaches each broker's metadata a moment later."""
+    partitions = describe_partitions(settings)
+    topics = {p.topic for p in partitions}
+    return topics == {settings.topic, settings.dlq_topic} and fully_in_sync(partitions)

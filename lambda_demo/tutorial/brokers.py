@@ -152,8 +152,8 @@ class LoseABroker:
     clock: SimulatedClock = field(init=False)
     victim: str | None = field(default=None, init=False)
     progress: list[tuple[float, dict[int, int | None]]] = field(default_factory=list, init=False)
-    """(seconds since the replay started, {partition: its end offset, or None while it has no
-    leader}), for the figure."""
+    """(seconds since the replay started, {partition: its end offset, or None when no answer
+    came: no leader, or one this reader did not know of yet}), for the figure."""
     events: dict[str, float] = field(default_factory=dict, init=False)
     """When each thing happened, in seconds since the replay started."""
     _replay: threading.Thread | None = field(default=None, init=False)
@@ -259,7 +259,7 @@ class LoseABroker:
         return {
             "killed": self.victim,
             f"new leader of partition {partition}": names[elected],
-            "seconds without a leader": round(
+            "seconds until a new leader was seen": round(
                 self.events["new leader"] - self.events["broker killed"], 1
             ),
             "replay": "running" if self._replaying() else "finished",
@@ -270,7 +270,6 @@ class LoseABroker:
         if self._replay is None:
             raise LambdaDemoError("Start the replay first (start_replay).")
         self._replay.join()
-        self.events["replay finished"] = self._elapsed()
         if "error" in self._outcome:
             raise self._outcome["error"]
         return replay_counts(self._outcome["counts"])

@@ -165,6 +165,24 @@ class Settings(BaseSettings):
             warehouse_password=base.get("warehouse_password"),
         )
 
+    def kafka_servers(self) -> str:
+        """Kafka's bootstrap servers, which need no other service's address.
+
+        The Kafka clients (`lambda_demo.clients.kafka_io`) read only this, so they work on a
+        stack that runs Kafka alone: notebook 06's three-broker cluster
+        (``stack.up(settings, kafka_only=True)``) records no S3 or warehouse, which
+        `endpoints` would require.
+        """
+        if self.kafka_bootstrap is not None:
+            return self.kafka_bootstrap
+        if self.profile in STACK_PROFILES:
+            return _stack_bootstrap(self.state_file, kafka_brokers(self.profile))
+        if self.profile == "docker":
+            return DOCKER_ADDRESSES["kafka_bootstrap"]
+        raise SettingsError(
+            f"Profile {self.profile!r} needs LAMBDA_DEMO_KAFKA_BOOTSTRAP: set it in the env."
+        )
+
     @property
     def checkpoints(self) -> str:
         """Where the speed layer's checkpoints go: a local path or a URI, never parsed here.
@@ -225,15 +243,26 @@ def _stack_state(state_file: Path) -> dict:
     return json.loads(state_file.read_text())
 
 
-def _embedded_endpoints(state_file: Path, brokers: list[str]) -> dict:
+def _stack_bootstrap(state_file: Path, brokers: list[str]) -> str:
+    """The recorded brokers' addresses, comma-separated (Kafka's bootstrap list)."""
     state = _stack_state(state_file)
     if any(name not in state for name in brokers):
         raise SettingsError(
             f"The stack in {state_file.parent} was not started with this profile: run "
             "`lambda-demo stack up` with the same LAMBDA_DEMO_PROFILE."
         )
+    return ",".join(f"127.0.0.1:{state[name]['port']}" for name in brokers)
+
+
+def _embedded_endpoints(state_file: Path, brokers: list[str]) -> dict:
+    state = _stack_state(state_file)
+    if "s3" not in state or "postgres" not in state:
+        raise SettingsError(
+            f"The stack in {state_file.parent} runs Kafka alone (started with kafka_only): it "
+            "has no S3 or warehouse. Use the Kafka clients, or settings of a whole stack."
+        )
     return {
-        "kafka_bootstrap": ",".join(f"127.0.0.1:{state[name]['port']}" for name in brokers),
+        "kafka_bootstrap": _stack_bootstrap(state_file, brokers),
         "s3_endpoint": f"http://127.0.0.1:{state['s3']['port']}",
         "s3_access_key": state["s3"]["access_key"],
         "s3_secret_key": state["s3"]["secret_key"],

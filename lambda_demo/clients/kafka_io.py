@@ -54,7 +54,7 @@ def bootstrap(settings: Settings | None = None) -> str:
     ERROR per attempt; a stopped stack refuses at once, so say so at once. A server that is
     slow or unreachable (no refusal) is left to the client's own timeouts.
     """
-    servers = (settings or get_settings()).endpoints().kafka_bootstrap
+    servers = (settings or get_settings()).kafka_servers()
     if not any(_may_answer(server) for server in servers.split(",")):
         raise KafkaConnectionError(f"every bootstrap server refused the connection: {servers}")
     return servers

@@ -6,6 +6,14 @@ how to launch it, `jvm` where its jars come from), `prefetch` downloads everythi
 ``lambda-demo doctor`` and ``stack status`` apply to say in words what is missing or wrong.
 """
 
-from lambda_demo.stack.manager import down, reset, status, status_json, stop_service, up
+from lambda_demo.stack.manager import (
+    down,
+    kill_service,
+    reset,
+    status,
+    status_json,
+    stop_service,
+    up,
+)
 
-__all__ = ["down", "reset", "status", "status_json", "stop_service", "up"]
+__all__ = ["down", "kill_service", "reset", "status", "status_json", "stop_service", "up"]

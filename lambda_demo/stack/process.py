@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from lambda_demo.errors import StackError
+
 #: Where service ports are picked: below the ephemeral range of Linux (32768-60999 by default),
 #: macOS and Windows (49152-65535), from which the kernel picks the source port of every outgoing
 #: connection. A service port inside that range can be taken, while its service is down, by any
@@ -171,6 +173,29 @@ def stop(
     if running(pid, started):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def kill_tree(pid: int, started: float, *, what: str, timeout_seconds: float = 60.0) -> None:
+    """SIGKILL our process ``pid`` and every process it started (a Spark worker's executors),
+    and wait until all of them are gone: once this returns, the ports and files they held
+    are free for a restart."""
+    if not running(pid, started):
+        return
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    deadline = time.monotonic() + timeout_seconds
+    alive = family
+    while alive and time.monotonic() < deadline:
+        _reap(pid)
+        _gone, alive = psutil.wait_procs(alive, timeout=0.2)
+    if alive:
+        raise StackError(f"{what} left processes running after SIGKILL: {alive}")
 
 
 def _reap(pid: int) -> None:

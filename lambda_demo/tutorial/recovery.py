@@ -206,13 +206,13 @@ class BreakAndHeal:
         if "error" in self._outcome:
             raise self._outcome["error"]
         self.snapshot("replay finished")
-        return _counts(self._outcome["counts"])
+        return replay_counts(self._outcome["counts"])
 
     def resume_replay(self) -> dict[str, Any]:
         """Replay the same file again: it sends exactly the lines Kafka lacks (often none)."""
         counts = replay([self.sample], settings=self.settings, progress=False)
         self.snapshot("replay resumed")
-        return _counts(counts)
+        return replay_counts(counts)
 
     def restart_speed_layer(self) -> dict[str, Any]:
         """Start the speed layer again from its checkpoint; wait until it has caught up."""
@@ -248,7 +248,7 @@ class BreakAndHeal:
         )
 
 
-def _counts(counts: IngestCounts) -> dict[str, int]:
+def replay_counts(counts: IngestCounts) -> dict[str, int]:
     """A replay's counts, with the failed sends ``as_dict`` leaves out."""
     return {**counts.as_dict(), "failed": counts.failed}
 

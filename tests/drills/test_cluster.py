@@ -10,9 +10,7 @@ then serve a view equal to one computed from the records as produced, and ``chec
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -20,7 +18,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import psutil
 import pytest
 from helpers import (
     DAY0,
@@ -41,16 +38,16 @@ from helpers import (
     tweet,
     wait_until,
 )
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from lambda_demo import stack
-from lambda_demo.clients import kafka_io, storage
+from lambda_demo.clients import storage
 from lambda_demo.contract import FlatTweet, parse_api_tweet
 from lambda_demo.ingestion import sample
 from lambda_demo.ingestion.replay import read_lines
 from lambda_demo.serving import reads
 from lambda_demo.settings import Settings
 from lambda_demo.stack.services import spark_master_json
+from lambda_demo.tutorial import brokers
 
 # Not in `make test`: its 2.5 minutes would take CI past its 30-minute budget. `make drills`
 # runs it, with the other drills.
@@ -71,14 +68,6 @@ def cluster_home() -> Iterator[Path]:
 
 def _state(settings: Settings) -> dict:
     return json.loads(settings.state_file.read_text())
-
-
-def _sigkill(pid: int, what: str) -> None:
-    """SIGKILL ``pid`` and wait until it and every process it started are gone."""
-    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    os.kill(pid, signal.SIGKILL)
-    _gone, alive = psutil.wait_procs(processes, timeout=60)
-    assert not alive, f"{what} left processes running: {alive}"
 
 
 def _checkpoint_keys(settings: Settings, name: str = "speed_view") -> set[str]:
@@ -125,13 +114,9 @@ def test_cluster_loses_a_broker_and_a_worker_and_stays_exact(
     assert settings.checkpoints.startswith(f"s3a://{settings.s3_bucket}/")
 
     # Every partition on the three brokers, and acks=all needs two of them.
-    admin = kafka_io.admin(settings)
-    with contextlib.closing(admin):
-        (topic,) = admin.describe_topics([settings.topic])
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic)])
-    leaders = {p["partition_index"]: p["leader_id"] for p in topic["partitions"]}
-    assert {len(p["replica_nodes"]) for p in topic["partitions"]} == {3}
-    assert configs["topic"][settings.topic]["min.insync.replicas"]["value"] == "2"
+    partitions = brokers.describe_partitions(settings, [settings.topic])
+    assert {len(p.replicas) for p in partitions} == {3} and brokers.fully_in_sync(partitions)
+    assert brokers.min_insync_replicas_of(settings, settings.topic) == 2
 
     # --- a broker SIGKILLed during a replay --------------------------------------------------
     path = tmp_path / "sample.jsonl"
@@ -153,8 +138,9 @@ def test_cluster_loses_a_broker_and_a_worker_and_stays_exact(
 
     try:
         wait_until(replaying_and_300_in_kafka, 120, "the replay to be 300 records in")
-        victim = f"kafka-{leaders[0]}"  # the leader of partition 0: its partitions move
-        _sigkill(_state(settings)[victim]["pid"], victim)
+        # The leader of partition 0: its partitions move.
+        victim = brokers.node_names(settings)[brokers.leader_of(partitions, settings.topic, 0)]
+        stack.kill_service(victim, settings)
         assert replay.poll() is None, "the replay ended before the broker died: too late a kill"
         out, err = replay.communicate(timeout=300)
     finally:
@@ -211,7 +197,7 @@ def test_cluster_loses_a_broker_and_a_worker_and_stays_exact(
                 return next((b for b in sorted(running) if b > 0), None)
 
             killed_in.append(wait_until(mid_batch, 120, "a micro-batch in progress", interval=0.05))
-            _sigkill(_state(settings)["spark-worker"]["pid"], "the Spark worker")
+            stack.kill_service("spark-worker", settings)
         finally:
             stop_producing.set()
             producer.join(timeout=60)

@@ -159,7 +159,7 @@ def test_up_under_a_profile_whose_services_run_elsewhere_starts_nothing(
     from lambda_demo.stack import manager
 
     created: list[str] = []
-    monkeypatch.setattr(manager, "_create_resources", lambda s: created.append(s.profile))
+    monkeypatch.setattr(manager, "_create_resources", lambda s, **_: created.append(s.profile))
     monkeypatch.setattr(manager, "start_detached", lambda *a, **k: pytest.fail("started"))
     settings = Settings(home=tmp_path, profile="docker", _env_file=None)
     assert manager.up(settings) == []

@@ -233,6 +233,13 @@ def _cycle_lines(r: dict) -> list[str]:
             f"{n(cycle['min'])}..{n(cycle['max'])}): a tweet waits for the one in flight, then "
             "for its own, so p95 is about two of them."
         )
+    if (loaded := r.get("under_serving_load")) and loaded["micro_batch_ms"]:
+        lines.append(
+            f"- at the default {loaded['trigger_seconds']:g} s trigger, with the serving "
+            "queries below running back to back beside it: "
+            f"p50 {loaded['freshness_p50_s']:.2f} s, p95 {loaded['freshness_p95_s']:.2f} s, "
+            f"micro-batch {n(loaded['micro_batch_ms']['median'])} ms (median)."
+        )
     return lines
 
 

@@ -38,8 +38,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     pandas would have turned the whole column into inexact floats.
     """
     for name in view.MEASURE_NAMES:
-        if name not in frame:
-            continue
+        if name not in frame or frame[name].dtype == "int64":
+            continue  # pandas read it as exact integers: no NULL there, nothing to convert
         if frame[name].isna().any():
             raise LambdaDemoError(
                 f"The measure {name} is not computed yet for every location: it was added "

@@ -492,17 +492,16 @@ SECOND_COPIES = {
         r"from_millis\([^()]*\)\.date\(\)|\.astimezone\(UTC\)\.date\(\)|ingest_ts\.date\(\)"
         r"|[\"']spark\.sql\.session\.timeZone[\"']\s*,\s*[\"']"
     ),
-    # The split: only contract.sql_batch_days / sql_speed_days compare a day with D, and only
-    # the batch_serving view picks the current run.
-    "cutoff split": re.compile(
-        r"ingest_day\s*(<|>|<=|>=)\s*(%|\(|COALESCE|DATE)|run_id\s*=\s*\(\s*SELECT run_id"
-    ),
+    # The split: only contract.sql_batch_days / sql_speed_days compare a day with D.
+    "cutoff split": re.compile(r"ingest_day\s*(<|>|<=|>=)\s*(%|\(|COALESCE|DATE)"),
+    # Only the batch_serving view (clients/warehouse.py) picks the current run.
+    "current run": re.compile(r"run_id\s*=\s*\(\s*SELECT run_id"),
     # Reading Kafka by offset: only clients/kafka_io.read_range assigns, seeks and polls.
     "kafka reader": re.compile(r"\.assign\(\[|\.seek\(\w+,|\.seek_to_\w+\(|\.poll\(timeout_ms"),
     "time.sleep": re.compile(r"\btime\.sleep\("),
     "strftime": re.compile(r"strftime\(|\{[^{}]*:%[YmdHMS]"),
 }
-DEFINED_IN = {"kafka reader": "clients/kafka_io.py"}
+DEFINED_IN = {"kafka reader": "clients/kafka_io.py", "current run": "clients/warehouse.py"}
 # The graded exercises' reference answers and hints state the rules the way a learner writes
 # them, in SQL; the grader checks every answer against the contract's own definitions.
 WRITTEN_FOR_LEARNERS = {
@@ -530,6 +529,7 @@ def test_the_single_copy_scan_finds_what_it_looks_for() -> None:
         "dedup order": 'sort_values(["timestamp_ms", "partition", "offset"])',
         "ingest day": "from_millis(ms).date()",
         "cutoff split": "WHERE ingest_day < %(cutoff)s",
+        "current run": "WHERE run_id = (SELECT run_id FROM batch_meta)",
         "kafka reader": "consumer.poll(timeout_ms=1000)",
         "time.sleep": "time.sleep(0.5)",
         "strftime": 'f"{moment:%Y%m%d}"',

@@ -33,9 +33,9 @@ from lambda_demo import stack
 from lambda_demo.clients import kafka_io
 from lambda_demo.errors import LambdaDemoError, StackError
 from lambda_demo.ingestion.clock import SimulatedClock, wait_until
-from lambda_demo.ingestion.replay import SAMPLE_FILE, replay
+from lambda_demo.ingestion.replay import SAMPLE_FILE
 from lambda_demo.settings import Settings
-from lambda_demo.tutorial.recovery import replay_counts, valid_tweets_in
+from lambda_demo.tutorial.recovery import BackgroundReplay, valid_tweets_in
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,8 +156,7 @@ class LoseABroker:
     came: no leader, or one this reader did not know of yet}), for the figure."""
     events: dict[str, float] = field(default_factory=dict, init=False)
     """When each thing happened, in seconds since the replay started."""
-    _replay: threading.Thread | None = field(default=None, init=False)
-    _outcome: dict[str, Any] = field(default_factory=dict, init=False)
+    _replay: BackgroundReplay | None = field(default=None, init=False)
     _started: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -195,22 +194,8 @@ class LoseABroker:
     def start_replay(self) -> None:
         """Play the file into the cluster from a background thread (the real `replay`), and
         record how many records each partition has acknowledged as it goes."""
-
-        def play() -> None:
-            try:
-                self._outcome["counts"] = replay(
-                    [self.sample],
-                    settings=self.settings,
-                    speedup=self.speedup,
-                    progress=False,
-                    clock=self.clock,
-                )
-            except BaseException as exc:  # raised in the notebook's thread by finish_replay
-                self._outcome["error"] = exc
-
         self._started = time.monotonic()
-        self._replay = threading.Thread(target=play, name="replay", daemon=True)
-        self._replay.start()
+        self._replay = BackgroundReplay.start(self.settings, self.sample, self.speedup, self.clock)
         threading.Thread(target=self._record_progress, name="progress", daemon=True).start()
 
     def await_records(self, records: int) -> int:
@@ -269,10 +254,7 @@ class LoseABroker:
         """Wait for the replay to end; what it did (``failed``: sends it gave up on)."""
         if self._replay is None:
             raise LambdaDemoError("Start the replay first (start_replay).")
-        self._replay.join()
-        if "error" in self._outcome:
-            raise self._outcome["error"]
-        return replay_counts(self._outcome["counts"])
+        return self._replay.result()
 
     def read_back(self) -> dict[str, int]:
         """Read every record from the brokers still alive and count them three ways.
@@ -368,10 +350,10 @@ class LoseABroker:
                 if not replaying:
                     return
                 assert self._replay is not None
-                self._replay.join(timeout=SAMPLE_EVERY_SECONDS)  # the next sample, or the end
+                self._replay.thread.join(timeout=SAMPLE_EVERY_SECONDS)  # next sample, or the end
 
     def _replaying(self) -> bool:
-        return self._replay is not None and self._replay.is_alive()
+        return self._replay is not None and self._replay.running
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._started

@@ -77,8 +77,7 @@ class BreakAndHeal:
     clock: SimulatedClock = field(init=False)
     queries: list[StreamingQuery] = field(default_factory=list, init=False)
     snapshots: list[dict[str, Any]] = field(default_factory=list, init=False)
-    _replay: threading.Thread | None = field(default=None, init=False)
-    _outcome: dict[str, Any] = field(default_factory=dict, init=False)
+    _replay: BackgroundReplay | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.clock = SimulatedClock(speedup=self.speedup)
@@ -114,7 +113,7 @@ class BreakAndHeal:
         row: dict[str, Any] = {
             "step": step,
             "simulated time": format_utc(self.clock.now)[:16] if self.clock.now else None,
-            "replay": "running" if self._replay and self._replay.is_alive() else "not running",
+            "replay": "running" if self._replay and self._replay.running else "not running",
             "speed layer": "running" if any(q.isActive for q in self.queries) else "stopped",
         }
         try:
@@ -146,21 +145,7 @@ class BreakAndHeal:
 
     def start_replay(self) -> dict[str, Any]:
         """Play the sample into Kafka from a background thread, paced by the simulated clock."""
-
-        def play() -> None:
-            try:
-                self._outcome["counts"] = replay(
-                    [self.sample],
-                    settings=self.settings,
-                    speedup=self.speedup,
-                    progress=False,
-                    clock=self.clock,
-                )
-            except BaseException as exc:  # raised in the notebook's thread by finish_replay
-                self._outcome["error"] = exc
-
-        self._replay = threading.Thread(target=play, name="replay", daemon=True)
-        self._replay.start()
+        self._replay = BackgroundReplay.start(self.settings, self.sample, self.speedup, self.clock)
         return self.snapshot("replay started")
 
     def await_serving(self, tweets: int) -> dict[str, Any]:
@@ -201,12 +186,11 @@ class BreakAndHeal:
 
     def finish_replay(self) -> dict[str, Any]:
         """Wait for the replay to end; return what it did (``failed``: sends it gave up on)."""
-        assert self._replay is not None, "start_replay first"
-        self._replay.join()
-        if "error" in self._outcome:
-            raise self._outcome["error"]
+        if self._replay is None:
+            raise LambdaDemoError("Start the replay first (start_replay).")
+        counts = self._replay.result()
         self.snapshot("replay finished")
-        return replay_counts(self._outcome["counts"])
+        return counts
 
     def resume_replay(self) -> dict[str, Any]:
         """Replay the same file again: it sends exactly the lines Kafka lacks (often none)."""
@@ -251,6 +235,45 @@ class BreakAndHeal:
 def replay_counts(counts: IngestCounts) -> dict[str, int]:
     """A replay's counts, with the failed sends ``as_dict`` leaves out."""
     return {**counts.as_dict(), "failed": counts.failed}
+
+
+@dataclass
+class BackgroundReplay:
+    """The real `replay` in a thread of its own, so a lesson can break things while it runs;
+    its error, if any, is raised in the caller's thread by `result`."""
+
+    thread: threading.Thread
+    _outcome: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls, settings: Settings, sample: Path, speedup: float, clock: SimulatedClock
+    ) -> BackgroundReplay:
+        """Start playing ``sample`` at ``speedup``, paced by ``clock``."""
+        outcome: dict[str, Any] = {}
+
+        def play() -> None:
+            try:
+                outcome["counts"] = replay(
+                    [sample], settings=settings, speedup=speedup, progress=False, clock=clock
+                )
+            except BaseException as exc:  # raised in the caller's thread by result()
+                outcome["error"] = exc
+
+        background = cls(threading.Thread(target=play, name="replay", daemon=True), outcome)
+        background.thread.start()
+        return background
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def result(self) -> dict[str, int]:
+        """Wait for the replay to end; what it did (``failed``: sends it gave up on)."""
+        self.thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return replay_counts(self._outcome["counts"])
 
 
 def buggy_aggregates(tweets: DataFrame) -> DataFrame:

@@ -177,9 +177,12 @@ def sections(dialect: Dialect, settings: Settings | None = None) -> list[Section
                 Statement("serialise the writers of speed_view", words.lock_speed_view),
                 Statement("the deployment's last micro-batch", sink.READ_DEPLOYMENT),
                 Statement("a new deployment", sink.REGISTER_DEPLOYMENT),
+                Statement(
+                    "no row counted before a measure existed", sink.rows_without_a_measure_sql()
+                ),
                 Statement("the cutoff: days before it are the batch layer's", sink.READ_CUTOFF),
                 *(
-                    Statement("the absolute totals of the changed groups", s)
+                    Statement("the micro-batch's new tweets added to their groups", s)
                     for s in _rows(
                         warehouse.speed_upsert_sql(dialect), warehouse.speed_row_template()
                     )

@@ -1,7 +1,7 @@
 """The view's definition, written once: its key, its measures, and the field each one reads.
 
-The batch layer (SQL), the speed layer (Spark) and ``check`` (pandas) all derive their
-aggregation from ``MEASURES``, so the three can never disagree about what "the view" means.
+The batch layer (SQL), the speed layer and ``check`` (both pandas) all derive their
+aggregation from ``MEASURES``, so they can never disagree about what "the view" means.
 Per location key:
 
 * ``tweet_count``   - number of distinct tweets (a tweet delivered twice counts once)
@@ -15,8 +15,9 @@ Every other list that names these measures or the fields they read is derived fr
 existing warehouse lacks), the loader's columns, the speed layer's schema and ``check``'s
 columns. So adding a measure is one line below, plus, if no measure read its field before,
 that field on the contract's `lambda_demo.contract.FlatTweet`. A speed layer already
-deployed needs a new checkpoint (delete the old one): Spark refuses to resume an aggregation
-whose state changed, and the new deployment replaces the old one's rows once caught up.
+deployed needs a new checkpoint (delete the old one): its rows lack the new measure for the
+tweets it already counted, so it refuses to go on (``speed.sink.MeasureAddedLater``), and the
+new deployment, which counts every tweet in Kafka again, replaces its rows once caught up.
 
 All measures are 64-bit integers: each field a measure reads is a count the contract bounds
 (`lambda_demo.contract.MAX_COUNT`), so no sum overflows in any layer.
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import Column
 
 KEY = "location"
 
@@ -45,12 +45,6 @@ class Measure:
     def sql(self) -> str:
         expr = "COUNT(*)" if self.reads is None else f"SUM({self.reads})"
         return f"CAST({expr} AS BIGINT) AS {self.name}"
-
-    def spark(self) -> Column:
-        from pyspark.sql import functions as F
-
-        expr = F.count(F.lit(1)) if self.reads is None else F.sum(self.reads)
-        return expr.cast("long").alias(self.name)
 
 
 MEASURES: tuple[Measure, ...] = (
@@ -94,19 +88,17 @@ def sql_sum_of_measures() -> str:
     return ", ".join(f"CAST(SUM({m.name}) AS BIGINT) AS {m.name}" for m in MEASURES)
 
 
-def spark_aggregates() -> list[Column]:
-    return [m.spark() for m in MEASURES]
+def pandas_aggregate(tweets: pd.DataFrame, by: tuple[str, ...] = (KEY,)) -> pd.DataFrame:
+    """The view computed by pandas from flat tweets (one row per distinct tweet), per ``by``.
 
-
-def pandas_aggregate(tweets: pd.DataFrame) -> pd.DataFrame:
-    """The view computed by pandas from flat tweets (one row per distinct tweet)."""
+    ``by`` is the location key, or (``ingest_day``, location key) for the speed layer's rows.
+    """
     import pandas as pd
 
     if tweets.empty:
-        return pd.DataFrame(
-            {c: pd.Series(dtype="object" if c == KEY else "int64") for c in _columns()}
-        )
-    grouped = tweets.groupby(KEY, sort=True)
+        keys = {c: pd.Series(dtype="object") for c in by}
+        return pd.DataFrame(keys | {m.name: pd.Series(dtype="int64") for m in MEASURES})
+    grouped = tweets.groupby(list(by), sort=True)
     out = pd.DataFrame(
         {m.name: grouped.size() if m.reads is None else grouped[m.reads].sum() for m in MEASURES}
     )

@@ -512,27 +512,31 @@ _SPEED_KEY = ("deployment", "ingest_day", view.KEY)
 
 
 def speed_upsert_sql(dialect: Dialect) -> list[str]:
-    """The statements that write a micro-batch's absolute totals into ``speed_view``.
+    """The statements that add a micro-batch's sums to ``speed_view``.
 
-    Rows are ``(deployment, ingest_day, *view.COLUMNS)``; a row replaces the one with the
-    same key. PostgreSQL does it in one statement, ``ON CONFLICT ... DO UPDATE``. Redshift,
-    which has no ON CONFLICT and enforces no key, stages the rows, deletes the ones they
-    replace and inserts them, in the caller's transaction and under `lock_speed_view`: no
-    other writer runs in between, so each key keeps exactly one row.
+    Rows are ``(deployment, ingest_day, *view.COLUMNS)``; a row's measures are added to the
+    row with the same key, or it becomes that row. PostgreSQL does it in one statement,
+    ``ON CONFLICT ... DO UPDATE``. Redshift, which has no ON CONFLICT and enforces no key,
+    stages the rows, adds the measures of the rows they update, deletes those and inserts the
+    staged ones, in the caller's transaction and under `lock_speed_view`: no other writer
+    runs in between, so each key keeps exactly one row.
     """
     words = WORDS[dialect]
     columns = ", ".join((*_SPEED_KEY[:2], *view.COLUMNS))
     if dialect == "postgres":
         key = ", ".join(_SPEED_KEY)
-        updates = ", ".join(f"{m} = EXCLUDED.{m}" for m in view.MEASURE_NAMES)
+        updates = ", ".join(f"{m} = speed_view.{m} + EXCLUDED.{m}" for m in view.MEASURE_NAMES)
         return [
             f"INSERT INTO speed_view ({columns}) VALUES %s "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}, updated_at = {words.now}"
         ]
     same_key = " AND ".join(f"speed_view.{c} = s.{c}" for c in _SPEED_KEY)
+    staged_key = " AND ".join(f"speed_rows.{c} = speed_view.{c}" for c in _SPEED_KEY)
+    added = ", ".join(f"{m} = speed_rows.{m} + speed_view.{m}" for m in view.MEASURE_NAMES)
     return [
         "CREATE TEMP TABLE speed_rows (LIKE speed_view)",
         f"INSERT INTO speed_rows ({columns}) VALUES %s",
+        f"UPDATE speed_rows SET {added} FROM speed_view WHERE {staged_key}",
         f"DELETE FROM speed_view USING speed_rows s WHERE {same_key}",
         f"INSERT INTO speed_view ({columns}, updated_at) "
         f"SELECT {columns}, {words.now} FROM speed_rows",
@@ -559,15 +563,16 @@ def quarantine_insert_sql(dialect: Dialect) -> list[str]:
 
     The raw bytes travel as hex digits (``Words.from_hex``): psycopg2 would send Python bytes
     as a PostgreSQL ``bytea`` literal, which Redshift does not know. PostgreSQL skips a
-    record already there with ``ON CONFLICT DO NOTHING``; Redshift stages the rows, drops the
-    ones already recorded and inserts the rest, in one transaction. A key has one writer only
-    (its layer's: the claimed speed query, or the locked batch run), so no other transaction
-    inserts it in between.
+    record already there with ``ON CONFLICT DO NOTHING``; Redshift locks the table, stages the
+    rows, drops the ones already recorded and inserts the rest, in one transaction. The lock
+    matters: the speed layer's Spark workers write the records they reject as they validate
+    them, and two of them (a task run again, an old and a new deployment) may hold the same.
     """
     if dialect == "postgres":
         return [f"INSERT INTO quarantine ({_QUARANTINE_COLUMNS}) VALUES %s ON CONFLICT DO NOTHING"]
     same_key = " AND ".join(f"quarantine_rows.{c} = q.{c}" for c in _QUARANTINE_KEY)
     return [
+        "LOCK quarantine",
         "CREATE TEMP TABLE quarantine_rows (LIKE quarantine)",
         f"INSERT INTO quarantine_rows ({_QUARANTINE_COLUMNS}) VALUES %s",
         f"DELETE FROM quarantine_rows USING quarantine q WHERE {same_key}",

@@ -1,4 +1,4 @@
-"""Run the speed layer: start, watch and stop its two streaming queries.
+"""Run the speed layer: start, watch and stop its streaming query.
 
 Usage::
 
@@ -21,29 +21,20 @@ from lambda_demo.clients.spark import get_spark
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import wait_until
 from lambda_demo.settings import Settings, get_settings
+from lambda_demo.speed import stream
 from lambda_demo.speed.sink import (
     CheckpointWithoutRows,
     DeploymentRetired,
-    QuarantineSink,
+    MeasureAddedLater,
     SpeedViewSink,
     record_progress,
 )
-from lambda_demo.speed.stream import parsed_stream, speed_aggregates, valid_tweets
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 logger = logging.getLogger(__name__)
-
-
-QUARANTINE_TRIGGER_SECONDS = 5.0
-"""The quarantine query's trigger while running (``--once`` runs both queries to the end).
-
-Nobody waits seconds for a rejected record, while a reader of the view does: each
-micro-batch costs a fixed few hundred milliseconds of the two cores, so the quarantine's
-come less often and leave the view's micro-batches, and with them its freshness, alone.
-"""
 
 
 class SpeedLayerBusy(LambdaDemoError):
@@ -115,42 +106,35 @@ def _watch(spark: SparkSession, query: StreamingQuery, settings: Settings) -> No
         _watched[app][str(query.id)] = settings
 
 
-def _every(seconds: float) -> dict[str, str]:
-    """A processing-time trigger, as ``DataStreamWriter.trigger``'s keyword."""
-    return {"processingTime": f"{seconds} seconds"}
-
-
 def start_queries(
     settings: Settings | None = None,
     *,
     once: bool = False,
     trigger_seconds: float | None = None,
-    aggregate: Callable[[DataFrame], DataFrame] = speed_aggregates,
+    deduplicate: Callable[[DataFrame], DataFrame] = stream.deduplicate,
     checkpoint_name: str = "speed_view",
 ) -> list[StreamingQuery]:
-    """Start both streaming queries; ``once`` processes what is available, then stops.
+    """Start the speed layer's streaming query; ``once`` processes what is available, then stops.
 
-    The view query runs every ``trigger_seconds`` (default: the settings'), the quarantine
-    query every `QUARANTINE_TRIGGER_SECONDS`.
+    It runs every ``trigger_seconds`` (default: the settings'). It is returned in a list, the
+    form `await_first_batch`, `stop_queries` and ``run_speed`` take.
 
-    ``aggregate`` and ``checkpoint_name`` exist for notebook 06, which deploys a deliberately
-    wrong aggregation and then the fixed one: a changed query needs a new checkpoint, which
-    makes it a new deployment, and the new deployment replaces the old one's rows whole.
+    ``deduplicate`` and ``checkpoint_name`` exist for notebook 06, which deploys a deliberately
+    wrong query and then the fixed one: a changed query needs a new checkpoint, which makes
+    it a new deployment, and the new deployment replaces the old one's rows whole.
     """
-    from pyspark.sql import functions as F
-
     settings = settings or get_settings()
     warehouse.ensure_schema(settings)
     spark = get_spark(settings)
     checkpoint = f"{settings.checkpoints}/{checkpoint_name}"
     writer = _claim_writer(settings, checkpoint)
     seconds = trigger_seconds or settings.trigger_seconds
-    trigger = {"availableNow": True} if once else _every(seconds)
+    trigger = {"availableNow": True} if once else {"processingTime": f"{seconds} seconds"}
     try:
-        view_query = (
-            aggregate(valid_tweets(spark, settings))
+        query = (
+            deduplicate(stream.valid_tweets(spark, settings))
             .writeStream.queryName(f"{checkpoint_name}_{settings.warehouse_schema}")
-            .outputMode("update")
+            .outputMode("append")
             .foreachBatch(SpeedViewSink(settings, checkpoint))
             .option("checkpointLocation", checkpoint)
             .trigger(**trigger)
@@ -159,18 +143,9 @@ def start_queries(
     except BaseException:
         writer.close()
         raise
-    _writers[str(view_query.id)] = (view_query, writer)
-    _watch(spark, view_query, settings)
-    quarantine_query = (
-        parsed_stream(spark, settings)
-        .where(F.col("reason").isNotNull())
-        .writeStream.queryName(f"speed_quarantine_{settings.warehouse_schema}")
-        .foreachBatch(QuarantineSink(settings))
-        .option("checkpointLocation", f"{settings.checkpoints}/speed_quarantine")
-        .trigger(**(trigger if once else _every(QUARANTINE_TRIGGER_SECONDS)))
-        .start()
-    )
-    return [view_query, quarantine_query]
+    _writers[str(query.id)] = (query, writer)
+    _watch(spark, query, settings)
+    return [query]
 
 
 def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> None:
@@ -202,7 +177,7 @@ def _query_error(query: StreamingQuery) -> Exception | None:
     error = query.exception()
     if error is None:
         return None
-    for kind in (DeploymentRetired, CheckpointWithoutRows):
+    for kind in (DeploymentRetired, CheckpointWithoutRows, MeasureAddedLater):
         _, marker, message = str(error).partition(f"{kind.__name__}: ")
         if marker:
             return kind(message.splitlines()[0])

@@ -1,4 +1,8 @@
-"""The speed layer's writes: exact upserts into ``speed_view``, deployments, discarding.
+"""The speed layer's writes: exact additions to ``speed_view``, the quarantine, deployments.
+
+**Exactly once.** Each micro-batch adds its new tweets' sums (``stream.aggregate``) to
+``speed_view`` in the transaction that records its batch id, and a batch id already recorded
+is skipped: a micro-batch Spark replays after a crash cannot count twice.
 
 **Deployments.** Rows belong to a *deployment*: the streaming query's id, which its
 checkpoint keeps across restarts. Serving reads one deployment's rows. A new deployment (a
@@ -27,8 +31,10 @@ from lambda_demo.contract import ingest_time, served_by_batch
 from lambda_demo.errors import LambdaDemoError
 from lambda_demo.ingestion.clock import format_utc
 from lambda_demo.settings import Settings
+from lambda_demo.speed.stream import aggregate
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,10 @@ class DeploymentRetired(LambdaDemoError):
 
 class CheckpointWithoutRows(LambdaDemoError):
     """A checkpoint has progress that this warehouse never received (it was reset)."""
+
+
+class MeasureAddedLater(LambdaDemoError):
+    """The view gained a measure after this deployment had counted tweets without it."""
 
 
 def _deployment(batch: DataFrame) -> str:
@@ -78,6 +88,17 @@ RETIRE_OLDER = per_dialect(
     "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)"
 )
 SERVE = "UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s"
+
+
+def rows_without_a_measure_sql() -> str:
+    """A row of a deployment that lacks one of the view's measures (added after it counted).
+
+    Built at each call: a notebook or a test may add a measure at run time.
+    """
+    missing = " OR ".join(f"{m} IS NULL" for m in view.MEASURE_NAMES)
+    return f"SELECT 1 FROM speed_view WHERE deployment = %s AND ({missing}) LIMIT 1"
+
+
 DELETE_RETIRED_ROWS = (
     "DELETE FROM speed_view WHERE deployment IN "
     "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
@@ -85,7 +106,7 @@ DELETE_RETIRED_ROWS = (
 
 
 class SpeedViewSink:
-    """``foreachBatch`` sink: absolute upserts plus the batch id, in one transaction."""
+    """``foreachBatch`` sink: a micro-batch's sums added, with its batch id, in one transaction."""
 
     def __init__(self, settings: Settings, checkpoint: str) -> None:
         self.settings = settings
@@ -93,7 +114,8 @@ class SpeedViewSink:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         deployment = _deployment(batch)
-        rows = [tuple(r) for r in batch.select("ingest_day", *view.COLUMNS).collect()]
+        sums = aggregate(batch).astype(object)  # Python ints, which psycopg2 sends
+        rows = list(sums[["ingest_day", *view.COLUMNS]].itertuples(index=False, name=None))
         conn = warehouse.connect(self.settings)
         try:
             with conn, conn.cursor() as cur:
@@ -101,6 +123,7 @@ class SpeedViewSink:
                 if not self._claim(cur, deployment, batch_id):
                     logger.info("micro-batch %d already committed; skipping", batch_id)
                     return
+                self._refuse_a_measure_added_later(cur, deployment)
                 cur.execute(READ_CUTOFF)
                 meta = cur.fetchone()
                 # Days the batch layer has absorbed are no longer the speed layer's.
@@ -141,29 +164,44 @@ class SpeedViewSink:
             )
         return batch_id > last
 
+    def _refuse_a_measure_added_later(self, cur: cursor, deployment: str) -> None:
+        """Raise `MeasureAddedLater` if this deployment counted tweets before a measure existed.
 
-class QuarantineSink:
-    """``foreachBatch`` sink for rejected records; idempotent by (partition, offset)."""
+        Spark's state holds only tweet ids, so it resumes happily after a measure is added;
+        but the sums already in ``speed_view`` lack the new measure, and adding to them would
+        serve a number that misses every tweet counted before. A new deployment (a new
+        checkpoint) counts every tweet from Kafka again, with the new measure.
+        """
+        cur.execute(rows_without_a_measure_sql(), (deployment,))
+        if cur.fetchone() is not None:
+            raise MeasureAddedLater(
+                f"The view has a measure that the speed query with checkpoint {self.checkpoint} "
+                "did not count from the start: run the speed layer with a new checkpoint "
+                "(delete that checkpoint directory); it rebuilds the view from Kafka."
+            )
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        rows = [
-            (r.kafka_partition, r.kafka_offset, ingest_time(r.ingest_ms), r.reason, r.raw_value)
-            for r in batch.select(
-                "kafka_partition", "kafka_offset", "ingest_ms", "reason", "raw_value"
-            ).collect()
-        ]
-        if not rows:
-            return
-        conn = warehouse.connect(self.settings)
-        try:
-            with conn, conn.cursor() as cur:
-                warehouse.insert_quarantine(cur, "speed", rows)
-        finally:
-            conn.close()
-        logger.warning("quarantined %d records in micro-batch %d", len(rows), batch_id)
+def quarantine_rejected(settings: Settings, rejected: pd.DataFrame) -> None:
+    """Record ``rejected`` (`stream.validator`'s rows with a reason) in the quarantine.
+
+    Called by the Spark worker that validated them, so each record is read and validated
+    once. Idempotent by (partition, offset): a task Spark runs again, or a new deployment
+    reading the topic from the start, rewrites nothing.
+    """
+    if rejected.empty:
+        return
+    rows = [
+        (int(partition), int(offset), ingest_time(int(ms)), reason, raw)
+        for partition, offset, ms, reason, raw in rejected[
+            ["kafka_partition", "kafka_offset", "ingest_ms", "reason", "raw_value"]
+        ].itertuples(index=False, name=None)
+    ]
+    conn = warehouse.connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            warehouse.insert_quarantine(cur, "speed", rows)
+    finally:
+        conn.close()
 
 
 def _offsets(sources: list[Mapping[str, Any]], field: str) -> dict[str, int] | None:

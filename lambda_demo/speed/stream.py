@@ -1,35 +1,40 @@
-"""The speed layer's definition: read Kafka, validate, deduplicate, aggregate per day and location.
+"""The speed layer's definition: read Kafka, validate, deduplicate, then aggregate per micro-batch.
 
-Read -> validate -> deduplicate -> aggregate -> write, as two streaming queries on one topic.
+Read -> validate -> deduplicate -> aggregate -> write, as one streaming query on the topic.
 Each step is a function of its own (`read_kafka`, `validate` and `keep_valid`, `deduplicate`,
 `aggregate`; the write is ``sink.SpeedViewSink``), and every step after the read works on a
 static DataFrame too: `read_kafka_slice` reads the topic's first records with ``spark.read``,
 so notebook 03 runs the very same functions one at a time on a slice it can show.
 
-* ``speed_view``: valid tweets, duplicates of a tweet id dropped, aggregated per (ingest day,
-  location) in *update* mode. Each micro-batch upserts the **absolute** totals of the groups
-  it changed and records its batch id in the same transaction, so a micro-batch replayed
-  after a crash rewrites the same values instead of counting twice.
-* ``speed_quarantine``: records that break the contract, with the raw bytes and the reason.
+* **Validate** runs the package's own ``contract.parse_record`` on Arrow batches
+  (``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules, and
+  keeps the contract fields the view's measures read (``view.FIELDS_READ``). In the streaming
+  query the workers also write each rejected record, raw bytes and reason, to the warehouse's
+  quarantine as they find it (``sink.quarantine``): each record is read and validated once.
+* **Deduplicate** is Spark's state: the tweet ids seen recently, so a tweet delivered twice
+  passes once.
+* **Aggregate** runs in the sink, on each micro-batch's new tweets: the view's measures per
+  (ingest day, location), which the sink *adds* to ``speed_view`` in the transaction that
+  records the micro-batch's id, so a micro-batch replayed after a crash is skipped instead
+  of counted twice.
 
-Validation runs the package's own ``contract.parse_record`` on Arrow batches
-(``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules, and
-keeps the contract fields the view's measures read (``view.FIELDS_READ``).
+Why the sums are not Spark state too: each stateful operator is a shuffle stage that loads
+and commits its state store, about 0.2 s per micro-batch on a 2-core laptop, and a tweet
+waits for about two micro-batches before a reader sees it. A micro-batch's new tweets are a
+few hundred rows; summing them in the driver costs milliseconds (``benchmarks/notes.md``).
 
 **What keeps the state small.** The speed layer only has to cover what the batch layer has
-not absorbed yet, so it must forget. Each day is an event-time window on the ingest time,
-and the query carries a watermark `WATERMARK` behind the newest ingest time it has seen.
-Once the watermark passes the end of a day, Spark evicts that day's groups from its state
-(so at most three days of groups are held: the day that is closing, today, and briefly the
-day before), and the deduplication forgets a tweet id once the watermark has passed its
-ingest time plus `WATERMARK` (so about two days of ids). However long the stream runs, the
-state stays that size (``lambda-demo status`` shows ``state_rows``). 25 hours, because a
-duplicate delivery may come a day late, across midnight, and must still be recognised.
+not absorbed yet, so it must forget. The query carries a watermark `WATERMARK` behind the
+newest ingest time it has seen, and the deduplication forgets a tweet id once the watermark
+has passed its ingest time plus `WATERMARK` (so about two days of ids). However long the
+stream runs, the state stays that size (``lambda-demo status`` shows ``state_rows``). 25
+hours, because a duplicate delivery may come a day late, across midnight, and must still be
+recognised. The view's rows of a day go when the batch layer takes that day over.
 
 **Records later than the watermark** are dropped by Spark: the speed layer has already
-forgotten their day. Nothing is lost: the master dataset has them, and the next batch run
-whose cutoff is past their day counts them. ``check`` says so when that is the only
-difference (Spark counts them as ``late_rows``).
+forgotten the ids of their time. Nothing is lost: the master dataset has them, and the next
+batch run whose cutoff is past their day counts them. ``check`` says so when that is the
+only difference (Spark counts them as ``late_rows``).
 
 **One far-future record cannot switch the speed layer off.** A watermark follows the newest
 ingest time, so one record stamped next year would make every later record "late". Each
@@ -38,7 +43,7 @@ of them (Spark's default policy for several inputs): one foreign record moves on
 partition's watermark. (A producer writing such records into every partition would move it;
 the records are still counted, by the batch layer, and ``status`` shows the watermark.) The
 price: Spark counts a partition that has received nothing since the query started as being
-at time zero, so the watermark, and with it the eviction, waits until every partition of
+at time zero, so the watermark, and with it the forgetting, waits until every partition of
 the topic has delivered a valid tweet in the current run. A live topic keyed by tweet id
 fills every partition within seconds; a topic with an idle partition keeps its state.
 """
@@ -67,9 +72,6 @@ WATERMARK = "25 hours"
 """How far behind the newest ingest time the speed layer still accepts a record."""
 
 
-DAY = "1 day"
-
-
 def parsed_schema(fields: tuple[str, ...]) -> str:
     """The schema of `validator`'s output for the contract fields ``fields``."""
     return ", ".join(
@@ -82,7 +84,7 @@ def parsed_schema(fields: tuple[str, ...]) -> str:
 
 
 def validator(
-    fields: tuple[str, ...],
+    fields: tuple[str, ...], quarantine: Settings | None = None
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The function Spark's Python workers run on Kafka rows: the contract, then ``fields``.
 
@@ -90,11 +92,14 @@ def validator(
     included, to its workers. The workers import the package from disk, so a list they
     derived themselves would miss a measure added in the driver at run time (in a notebook,
     or by tests/integration/test_add_measure.py); this one is what the driver's view reads.
+    With ``quarantine``, the workers write each Arrow batch's rejected records there.
     """
     flat = ("tweet_id", view.KEY, *fields)
 
     def validate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
+
+        from lambda_demo.speed.sink import quarantine_rejected
 
         for batch in batches:
             out: dict[str, list] = {name: [] for name in ("reason", "raw_value", *flat)}
@@ -116,6 +121,8 @@ def validator(
                 # Nullable Int64, not float64: sums and counts beyond 2**53 must stay exact.
                 dtype = "Int64" if name in fields else "object"
                 frame[name] = pd.Series(values, dtype=dtype, index=frame.index)
+            if quarantine is not None:
+                quarantine_rejected(quarantine, frame[frame["reason"].notna()])
             yield frame
 
     return validate_batches
@@ -181,11 +188,13 @@ def read_kafka_slice(spark: SparkSession, settings: Settings, *, per_partition: 
     )
 
 
-def validate(rows: DataFrame) -> DataFrame:
+def validate(rows: DataFrame, *, quarantine: Settings | None = None) -> DataFrame:
     """Validate: the contract applied to Kafka rows, one output row per input record.
 
     A valid tweet has ``reason`` null and the contract fields the view reads; a record that
-    breaks the contract keeps its raw bytes and the reason.
+    breaks the contract keeps its raw bytes and the reason. With ``quarantine`` (the
+    streaming query's settings), the workers also record each rejected record in that
+    warehouse as they find it; a slice validated to be looked at writes nothing.
     """
     from pyspark.sql import functions as F
 
@@ -194,21 +203,22 @@ def validate(rows: DataFrame) -> DataFrame:
         # Milliseconds, not timestamps, cross into Python: pandas timestamps end in 2262, and
         # a foreign producer may stamp a record in year 9999.
         rows.select("partition", "offset", F.unix_millis("timestamp").alias("ingest_ms"), "value")
-        .mapInPandas(validator(fields), schema=parsed_schema(fields))
+        .mapInPandas(validator(fields, quarantine), schema=parsed_schema(fields))
         .withColumn("ingest_ts", F.timestamp_millis("ingest_ms"))
     )
 
 
 def keep_valid(parsed: DataFrame) -> DataFrame:
-    """The valid tweets among `validate`'s rows (the others go to the quarantine)."""
+    """The valid tweets among `validate`'s rows (the others are in the quarantine)."""
     return parsed.where("reason IS NULL")
 
 
 def parsed_stream(
     spark: SparkSession, settings: Settings, *, partition: int | None = None
 ) -> DataFrame:
-    """Kafka rows with the contract applied, as a stream: `read_kafka`, then `validate`."""
-    return validate(read_kafka(spark, settings, partition=partition))
+    """Kafka rows with the contract applied, as a stream: `read_kafka`, then `validate`,
+    which quarantines the rejected records in the settings' warehouse."""
+    return validate(read_kafka(spark, settings, partition=partition), quarantine=settings)
 
 
 def valid_tweets(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -240,22 +250,15 @@ def deduplicate(tweets: DataFrame) -> DataFrame:
     return tweets.dropDuplicates(["tweet_id"])
 
 
-def aggregate(tweets: DataFrame) -> DataFrame:
-    """Aggregate: the view's measures per (ingest day, location).
+def aggregate(tweets: DataFrame) -> pd.DataFrame:
+    """Aggregate: the view's measures per (ingest day, location), as pandas, in the driver.
 
-    The day is a one-day event-time window on the ingest time (``contract.INGEST_DAY_ZONE``,
-    the session's time zone), so on a stream Spark knows when a day is complete and evicts
-    its groups.
+    ``tweets`` is static: one micro-batch of `deduplicate`'s output (tweets seen for the first
+    time, so their sums are what the view grows by), or a slice. The day is the UTC day of the
+    ingest time (``to_date`` in the session's time zone, ``contract.INGEST_DAY_ZONE``). The
+    sums are ``view.pandas_aggregate``'s, the definition ``check`` recomputes the view with.
     """
     from pyspark.sql import functions as F
 
-    return (
-        tweets.groupBy(F.window("ingest_ts", DAY).alias("day"), view.KEY)
-        .agg(*view.spark_aggregates())
-        .select(F.to_date("day.start").alias("ingest_day"), *view.COLUMNS)
-    )
-
-
-def speed_aggregates(tweets: DataFrame) -> DataFrame:
-    """`deduplicate`, then `aggregate`: what the speed view's streaming query computes."""
-    return aggregate(deduplicate(tweets))
+    new = tweets.select(F.to_date("ingest_ts").alias("ingest_day"), view.KEY, *view.FIELDS_READ)
+    return view.pandas_aggregate(new.toPandas(), by=("ingest_day", view.KEY))

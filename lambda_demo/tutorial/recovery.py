@@ -276,19 +276,12 @@ class BackgroundReplay:
         return replay_counts(self._outcome["counts"])
 
 
-def buggy_aggregates(tweets: DataFrame) -> DataFrame:
+def buggy_deduplicate(tweets: DataFrame) -> DataFrame:
     """A plausible bug: the developer "simplified" the query and dropped the deduplication.
 
-    Every duplicate delivery is now counted: the speed view over-counts. (The day is still
-    right: ``to_date`` works in Spark's session time zone, ``contract.INGEST_DAY_ZONE``.)
+    Every duplicate delivery is now counted: the speed view over-counts.
     """
-    from pyspark.sql import functions as F
-
-    return (
-        tweets.withColumn("ingest_day", F.to_date("ingest_ts"))
-        .groupBy("ingest_day", view.KEY)
-        .agg(*view.spark_aggregates())
-    )
+    return tweets
 
 
 def fresh_workspace(settings: Settings, *, schema: str) -> Settings:
@@ -318,7 +311,9 @@ def fresh_workspace(settings: Settings, *, schema: str) -> Settings:
 
 def deploy_buggy_speed_layer(settings: Settings) -> None:
     """Run the buggy query once, on its own checkpoint, into the real ``speed_view``."""
-    run_speed(settings, once=True, aggregate=buggy_aggregates, checkpoint_name="speed_view_buggy")
+    run_speed(
+        settings, once=True, deduplicate=buggy_deduplicate, checkpoint_name="speed_view_buggy"
+    )
 
 
 def deploy_fixed_speed_layer(settings: Settings, *, version: int = 2) -> None:

@@ -10,7 +10,7 @@ Tables:
 * ``quarantine``      - records that broke the contract, with the reason and the raw bytes
 * ``batch_view``      - the batch view of every run; ``batch_meta`` points at the current one
 * ``batch_meta``      - the current batch run: its id and its cutoff day D
-* ``speed_view``      - per (speed deployment, ingest day, location), absolute totals; only
+* ``speed_view``      - per (speed deployment, ingest day, location), the sums so far; only
   days >= D: the batch run that publishes D deletes the older days in the same transaction
 * ``speed_deployments`` - one row per speed query (checkpoint): its last micro-batch, its
   progress, and which one serving reads (see ``lambda_demo.speed``)

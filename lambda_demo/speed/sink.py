@@ -141,8 +141,8 @@ class SpeedViewSink:
         The first deployment of a warehouse serves at once (there is nothing to protect);
         any later one starts in the wings and takes over in `record_progress`. Raises
         `DeploymentRetired` for a replaced deployment, and `CheckpointWithoutRows` for a
-        checkpoint whose earlier micro-batches this warehouse never saw: in update mode it
-        would write only the groups it changes from now on, and serving would under-count.
+        checkpoint whose earlier micro-batches this warehouse never saw: it would add only
+        the tweets it meets from now on, and serving would under-count.
         """
         cur.execute(READ_DEPLOYMENT, (deployment,))
         row = cur.fetchone()

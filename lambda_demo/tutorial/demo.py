@@ -1,7 +1,7 @@
 """``lambda-demo demo``: the whole Lambda loop over the sample's simulated days.
 
 1. bring the embedded stack up (other profiles: the services must already run);
-2. start the speed layer (two streaming queries, 2 s trigger) in this process;
+2. start the speed layer (its streaming query, 2 s trigger) in this process;
 3. replay the sample in a background thread on a simulated clock, ``speedup`` times faster
    than real time (`DEMO_SPEEDUP`), so three days pass in under a minute;
 4. each time the simulated clock passes midnight, run the batch layer with that day as the

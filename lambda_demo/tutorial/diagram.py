@@ -379,13 +379,12 @@ MICRO_BATCH_STEPS = (
     ),
     (
         "Spark; state store",
-        "2. process\nread those records,\nvalidate, dedup,\naggregate",
+        "2. process\nread those records,\nvalidate, dedup;\naggregate the new",
         "#55A868",
     ),
     (
         "warehouse",
-        "3. sink: ONE transaction\nupsert absolute totals\n+ claim batch_id = N\n"
-        "in speed_deployments",
+        "3. sink: ONE transaction\nadd the new sums\n+ claim batch_id = N\nin speed_deployments",
         "#8172B3",
     ),
     ("checkpoint: commit log", "4. commit\nwrite commits/N:\nbatch N is done", "#4C72B0"),
@@ -483,7 +482,7 @@ def micro_batch_sequence() -> Figure:
         -0.1,
         0.05,
         "A re-run reads the same offsets (offsets/N) from the same state, so it computes the "
-        "same absolute totals;\nthe warehouse claim makes the write happen once, whatever "
+        "same sums;\nthe warehouse claim makes the write happen once, whatever "
         "Spark re-runs. Exactly once = replayable input + deterministic batch + idempotent sink.",
         fontsize=9,
         va="bottom",

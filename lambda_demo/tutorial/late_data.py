@@ -253,7 +253,7 @@ def _send(settings: Settings, records: list[ScriptedRecord]) -> None:
 
 def _run_step(settings: Settings) -> StepReport:
     """One run of the speed layer over what is new: the step's micro-batch (and the one
-    without data that follows, in which Spark moves the watermark and evicts)."""
+    without data that follows, in which Spark moves the watermark and forgets old ids)."""
     view_query = run_speed(settings, once=True)[0]
     reports = [json.loads(progress.json) for progress in view_query.recentProgress]
     with_data = [report for report in reports if report["numInputRows"] > 0]

@@ -10,7 +10,8 @@ so notebook 03 runs the very same functions one at a time on a slice it can show
   (``mapInPandas``), so Spark, the batch loader and ``check`` apply the very same rules, and
   keeps the contract fields the view's measures read (``view.FIELDS_READ``). In the streaming
   query the workers also write each rejected record, raw bytes and reason, to the warehouse's
-  quarantine as they find it (``sink.quarantine``): each record is read and validated once.
+  quarantine as they find it (``sink.quarantine_rejected``): each record is read and validated
+  once.
 * **Deduplicate** is Spark's state: the tweet ids seen recently, so a tweet delivered twice
   passes once.
 * **Aggregate** runs in the sink, on each micro-batch's new tweets: the view's measures per

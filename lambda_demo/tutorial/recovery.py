@@ -162,7 +162,7 @@ class BreakAndHeal:
         return self.snapshot("speed layer keeping up")
 
     def stop_speed_layer(self) -> dict[str, Any]:
-        """Stop both streaming queries mid-replay, as an operator (or a redeploy) would."""
+        """Stop the speed layer mid-replay, as an operator (or a redeploy) would."""
         stop_queries(self.queries, self.settings)
         return self.snapshot("speed layer stopped")
 

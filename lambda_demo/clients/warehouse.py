@@ -534,7 +534,7 @@ def speed_upsert_sql(dialect: Dialect) -> list[str]:
     staged_key = " AND ".join(f"speed_rows.{c} = speed_view.{c}" for c in _SPEED_KEY)
     added = ", ".join(f"{m} = speed_rows.{m} + speed_view.{m}" for m in view.MEASURE_NAMES)
     return [
-        "CREATE TEMP TABLE speed_rows (LIKE speed_view)",
+        "CREATE TEMP TABLE speed_rows (LIKE speed_view INCLUDING DEFAULTS)",
         f"INSERT INTO speed_rows ({columns}) VALUES %s",
         f"UPDATE speed_rows SET {added} FROM speed_view WHERE {staged_key}",
         f"DELETE FROM speed_view USING speed_rows s WHERE {same_key}",
@@ -573,7 +573,7 @@ def quarantine_insert_sql(dialect: Dialect) -> list[str]:
     same_key = " AND ".join(f"quarantine_rows.{c} = q.{c}" for c in _QUARANTINE_KEY)
     return [
         "LOCK quarantine",
-        "CREATE TEMP TABLE quarantine_rows (LIKE quarantine)",
+        "CREATE TEMP TABLE quarantine_rows (LIKE quarantine INCLUDING DEFAULTS)",
         f"INSERT INTO quarantine_rows ({_QUARANTINE_COLUMNS}) VALUES %s",
         f"DELETE FROM quarantine_rows USING quarantine q WHERE {same_key}",
         f"INSERT INTO quarantine ({_QUARANTINE_COLUMNS}) "

@@ -41,7 +41,7 @@ class SpeedLayerBusy(LambdaDemoError):
     """Another speed layer already writes this schema from the same checkpoint."""
 
 
-# The writer lock of each running view query: it goes when the query is stopped or the
+# The writer lock of each running speed query: it goes when the query is stopped or the
 # process dies (on Redshift, a lease expires `warehouse.LEASE_SECONDS` after that).
 _writers: dict[str, tuple[StreamingQuery, warehouse.SessionLock]] = {}
 
@@ -212,7 +212,7 @@ def _interruptions_logged_quietly() -> Iterator[None]:
 
 
 def stop_queries(queries: list[StreamingQuery], settings: Settings | None = None) -> None:
-    """Stop the queries and record the view query's progress reports.
+    """Stop the queries and record the speed query's progress reports.
 
     The listener receives reports asynchronously; recording the recent ones here, in order,
     means that when this returns, ``speed_deployments`` (and a take-over) reflect everything

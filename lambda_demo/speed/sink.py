@@ -114,6 +114,8 @@ class SpeedViewSink:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         deployment = _deployment(batch)
+        # Spark runs the micro-batch here, before the transaction: no lock on speed_view is
+        # held while it does. A micro-batch already committed is computed, then skipped.
         sums = aggregate(batch).astype(object)  # Python ints, which psycopg2 sends
         rows = list(sums[["ingest_day", *view.COLUMNS]].itertuples(index=False, name=None))
         conn = warehouse.connect(self.settings)

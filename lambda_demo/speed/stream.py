@@ -144,22 +144,13 @@ def topic_partitions(settings: Settings) -> list[int]:
     return sorted(ids)
 
 
-def read_kafka(
-    spark: SparkSession, settings: Settings, *, partition: int | None = None
-) -> DataFrame:
-    """Read: the topic as an unbounded stream of Kafka rows, from its first offset.
-
-    ``partition`` reads one partition of the topic only (see `valid_tweets`).
-    """
-    source = (
-        {"assign": json.dumps({settings.topic: [partition]})}
-        if partition is not None
-        else {"subscribe": settings.topic}
-    )
+def read_kafka(spark: SparkSession, settings: Settings, *, partition: int) -> DataFrame:
+    """Read: one partition of the topic as an unbounded stream of Kafka rows, from its first
+    offset (one stream per partition: see `valid_tweets`)."""
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", kafka_io.bootstrap(settings))
-        .options(**source)
+        .option("assign", json.dumps({settings.topic: [partition]}))
         .option("startingOffsets", "earliest")
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", 200_000)
@@ -214,9 +205,7 @@ def keep_valid(parsed: DataFrame) -> DataFrame:
     return parsed.where("reason IS NULL")
 
 
-def parsed_stream(
-    spark: SparkSession, settings: Settings, *, partition: int | None = None
-) -> DataFrame:
+def parsed_stream(spark: SparkSession, settings: Settings, *, partition: int) -> DataFrame:
     """Kafka rows with the contract applied, as a stream: `read_kafka`, then `validate`,
     which quarantines the rejected records in the settings' warehouse."""
     return validate(read_kafka(spark, settings, partition=partition), quarantine=settings)

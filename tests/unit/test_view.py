@@ -74,3 +74,18 @@ def test_pandas_aggregate_sums_per_location_exactly_beyond_2_pow_53() -> None:
 def test_pandas_aggregate_of_nothing_has_the_view_columns() -> None:
     out = view.pandas_aggregate(pd.DataFrame(columns=["location", "followers_count"]))
     assert tuple(out.columns) == view.COLUMNS and out.empty
+
+
+def test_pandas_aggregate_per_day_matches_the_sql_per_day() -> None:
+    """The speed layer's sums per (ingest day, location) equal SQL's GROUP BY of both."""
+    days = TWEETS.assign(ingest_day=["d1", "d2", "d1", "d1", "d2", "d2"])
+    by_pandas = view.pandas_aggregate(days, by=("ingest_day", view.KEY))
+    by_sql = _sql(
+        f"SELECT ingest_day, location, {view.sql_select_list()} FROM tweets "
+        "GROUP BY ingest_day, location ORDER BY ingest_day, location",
+        days,
+        "tweets",
+    )
+    pd.testing.assert_frame_equal(by_pandas, by_sql, check_dtype=False)
+    empty = view.pandas_aggregate(days.iloc[:0], by=("ingest_day", view.KEY))
+    assert tuple(empty.columns) == ("ingest_day", *view.COLUMNS) and empty.empty

@@ -67,8 +67,10 @@ def run_on_private_stack(
         if "speed" in only:
             step("speed", speed.throughput(home, topic, repeats=repeats))
         if "freshness" in only:
+            fresh = home / "freshness-sample.jsonl.gz"
+            sample.write(fresh, tweets=speed.FRESHNESS_SAMPLE_TWEETS, days=7, seed=3)
             found = speed.freshness_and_serving(
-                home, data, schema=schema, rate=500, seconds=15 if args.quick else 30
+                home, fresh, schema=schema, rate=500, seconds=15 if args.quick else 30
             )
             step("freshness", found)
         if "growth" in only:

@@ -225,7 +225,13 @@ def _cycle_lines(r: dict) -> list[str]:
     lines = [
         f"- measured after a warm-up: the first {r.get('warm_up_tweets', 500)} tweets took "
         f"{r['first_visible_s']:.2f} s to show (Spark starting its Python workers and "
-        "compiling the query).",
+        "compiling the query)"
+        + (
+            f"; then {r['warm_up_seconds']:g} s of tweets at the same rate, untimed, before "
+            "each window (the JVM compiles the micro-batch's code as it runs)."
+            if "warm_up_seconds" in r
+            else "."
+        ),
     ]
     if cycle := r.get("micro_batch_ms"):
         lines.append(

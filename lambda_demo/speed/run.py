@@ -41,6 +41,22 @@ class SpeedLayerBusy(LambdaDemoError):
     """Another speed layer already writes this schema from the same checkpoint."""
 
 
+class CheckpointOfAnotherQuery(LambdaDemoError):
+    """A checkpoint holds the state of a different query, which Spark cannot resume."""
+
+
+# Spark's error classes for a checkpoint whose state a different query wrote: a changed query,
+# or one from an earlier version of this project (whose Spark state also held the sums).
+STATE_OF_ANOTHER_QUERY = (
+    "STREAMING_STATEFUL_OPERATOR_NOT_MATCH_IN_STATE_METADATA",
+    "STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE",
+    "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE",
+)
+
+# The checkpoint of each query started here, by query id, to name it in an error.
+_checkpoints: dict[str, str] = {}
+
+
 # The writer lock of each running speed query: it goes when the query is stopped or the
 # process dies (on Redshift, a lease expires `warehouse.LEASE_SECONDS` after that).
 _writers: dict[str, tuple[StreamingQuery, warehouse.SessionLock]] = {}
@@ -144,6 +160,7 @@ def start_queries(
         writer.close()
         raise
     _writers[str(query.id)] = (query, writer)
+    _checkpoints[str(query.id)] = checkpoint
     _watch(spark, query, settings)
     return [query]
 
@@ -173,7 +190,7 @@ def await_first_batch(queries: list[StreamingQuery], timeout: float = 300.0) -> 
 
 
 def _query_error(query: StreamingQuery) -> Exception | None:
-    """The query's failure; a retired deployment's becomes the one-line error it is."""
+    """The query's failure; one the user can act on becomes the one-line error it is."""
     error = query.exception()
     if error is None:
         return None
@@ -181,6 +198,13 @@ def _query_error(query: StreamingQuery) -> Exception | None:
         _, marker, message = str(error).partition(f"{kind.__name__}: ")
         if marker:
             return kind(message.splitlines()[0])
+    if any(name in str(error) for name in STATE_OF_ANOTHER_QUERY):
+        checkpoint = _checkpoints.get(str(query.id), "of this speed query")
+        return CheckpointOfAnotherQuery(
+            f"The speed checkpoint {checkpoint} holds the state of a different query (a changed "
+            "one, or one from an earlier version of this project), which Spark cannot resume: "
+            "delete that checkpoint directory; the speed layer then rebuilds its view from Kafka."
+        )
     return error
 
 

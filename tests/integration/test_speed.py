@@ -305,6 +305,23 @@ def test_a_micro_batch_committed_in_the_warehouse_but_not_by_spark_is_skipped(
     assert as_dict(reads.serving_view(settings)) == expected_view(deliveries)
 
 
+def test_a_checkpoint_of_another_query_is_refused_in_words(settings: Settings, spark) -> None:
+    """A checkpoint whose state a different stateful query wrote (a changed query, or one from
+    an earlier version of this project) cannot be resumed: the error says what to delete."""
+    from lambda_demo.speed.run import CheckpointOfAnotherQuery
+
+    produce(settings, _stream(13, 40))
+    run_speed(
+        settings,
+        once=True,
+        deduplicate=lambda tweets: tweets.dropDuplicates(["tweet_id", "ingest_ts"]),
+        checkpoint_name="changed",
+    )
+    produce(settings, _stream(14, 40, start_id=5_000))
+    with pytest.raises(CheckpointOfAnotherQuery, match="changed holds the state of a different"):
+        run_speed(settings, once=True, checkpoint_name="changed")
+
+
 def test_a_new_deployment_serves_only_once_it_has_caught_up(settings: Settings, spark) -> None:
     """The take-over rule on its own: registered and writing is not enough, caught up is."""
     deliveries = _stream(8, 100)

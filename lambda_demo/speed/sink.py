@@ -88,6 +88,10 @@ RETIRE_OLDER = per_dialect(
     "(SELECT started_at FROM speed_deployments WHERE deployment = %(d)s)"
 )
 SERVE = "UPDATE speed_deployments SET serving = TRUE WHERE deployment = %s"
+DELETE_RETIRED_ROWS = (
+    "DELETE FROM speed_view WHERE deployment IN "
+    "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
+)
 
 
 def rows_without_a_measure_sql() -> str:
@@ -97,12 +101,6 @@ def rows_without_a_measure_sql() -> str:
     """
     missing = " OR ".join(f"{m} IS NULL" for m in view.MEASURE_NAMES)
     return f"SELECT 1 FROM speed_view WHERE deployment = %s AND ({missing}) LIMIT 1"
-
-
-DELETE_RETIRED_ROWS = (
-    "DELETE FROM speed_view WHERE deployment IN "
-    "(SELECT deployment FROM speed_deployments WHERE retired_at IS NOT NULL)"
-)
 
 
 class SpeedViewSink:
